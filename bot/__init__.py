@@ -1,0 +1,1 @@
+"""Telegram bot that calls the woof gateway (see the bot issue)."""

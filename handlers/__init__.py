@@ -1,0 +1,1 @@
+"""TorchServe image-classifier handler for woof archives (see the TorchServe issue)."""

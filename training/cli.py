@@ -1,0 +1,213 @@
+"""The `woof` command: data, train, eval, predict (archive/serve/bot join as they are built)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import WoofError
+
+
+def _data_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="PATH",
+                   help="Imagewoof root with train/ and val/ (default: $WOOF_DATA_ROOT)")
+
+
+# ---------------------------------------------------------------- train
+TRAIN_FLAGS = {  # flag -> (config key, type, help)
+    "--model": ("model", str, "timm architecture name, e.g. efficientnet_lite0, convnext_tiny"),
+    "--pretrained": ("pretrained", str, "imagenet | none"),
+    "--name": ("name", str, "model name written in the card (default: the --out folder's name)"),
+    "--epochs": ("epochs", int, "number of epochs"),
+    "--batch-size": ("batch_size", int, "images per step"),
+    "--lr": ("lr", float, "peak learning rate (AdamW)"),
+    "--weight-decay": ("weight_decay", float, "AdamW weight decay"),
+    "--warmup-epochs": ("warmup_epochs", float, "linear warm-up length, then cosine decay"),
+    "--label-smoothing": ("label_smoothing", float, "label smoothing"),
+    "--train-size": ("train_size", int, "random-resized-crop size for training"),
+    "--eval-size": ("eval_size", int, "evaluation input size (default: the architecture's native)"),
+    "--head-init": ("head_init", str, "imagenet (rows of the 10 breeds) | random"),
+    "--noise": ("noise", int, "train on noisy labels: 0, 1, 5, 25 or 50 percent"),
+    "--holdout": ("holdout", float, "fraction of train held out (stratified) and evaluated each epoch"),
+    "--limit-per-class": ("limit_per_class", int, "use only N train images per class (smoke runs)"),
+    "--seed": ("seed", int, "random seed (data order, augmentation, hold-out split)"),
+    "--workers": ("workers", int, "data-loading processes"),
+    "--device": ("device", str, "auto | cpu | cuda"),
+    "--amp": ("amp", str, "auto (bf16 on CUDA) | bf16 | off"),
+}
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune a model on Imagewoof",
+                       description="Fine-tune a model. Settings come from --config (YAML), then the flags "
+                                   "below override them. Writes last.pt (resumable), history.csv, "
+                                   "model.safetensors and card.json to --out.")
+    p.add_argument("--config", metavar="YAML", help="recipe file, e.g. training/configs/lite0.yaml")
+    p.add_argument("--out", metavar="DIR", required=True, help="output folder of this run")
+    _data_arg(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    for flag, (_, typ, text) in TRAIN_FLAGS.items():
+        p.add_argument(flag, type=typ, help=text)
+    p.add_argument("--freeze-bn", dest="freeze_bn", action="store_true", default=None,
+                   help="keep BatchNorm's ImageNet statistics (default in the recipes)")
+    p.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false", help="train BatchNorm statistics")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
+                   help="disable channels_last memory format")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .data import resolve_root
+    from .train import TrainConfig, train
+
+    overrides = {key: getattr(args, flag[2:].replace("-", "_"))
+                 for flag, (key, _, _) in TRAIN_FLAGS.items()
+                 if getattr(args, flag[2:].replace("-", "_")) is not None}
+    for key in ("freeze_bn", "channels_last"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    config = TrainConfig.load(args.config, overrides) if args.config else TrainConfig.from_dict(overrides, "flags")
+    command = "woof " + " ".join(a for a in sys.argv[1:] if a != "--resume")
+    train(config, resolve_root(args.data), Path(args.out), resume=args.resume, progress=not args.quiet,
+          command=None if args.resume else command)
+    return 0
+
+
+# ---------------------------------------------------------------- eval
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a trained model (or the zero-shot baseline) on val",
+                       description="Top-1/top-5 on full val and on the 162 ImageNet-val-origin images, "
+                                   "per-class precision/recall/F1, confusion matrix and a gallery of "
+                                   "mistakes, written to --report.")
+    p.add_argument("model_dir", nargs="?", help="folder with card.json + model.safetensors "
+                                                "(default: the committed default model)")
+    _data_arg(p)
+    p.add_argument("--report", metavar="DIR", help="report folder (default: MODEL_DIR/report)")
+    p.add_argument("--baseline", action="store_true",
+                   help="also evaluate the untrained ImageNet model's zero-shot baseline at the same preprocessing")
+    p.add_argument("--zero-shot", metavar="ARCH",
+                   help="evaluate only the zero-shot baseline of ARCH (no trained model needed)")
+    p.add_argument("--eval-size", type=int, help="input size for --zero-shot (default: native)")
+    p.add_argument("--update-card", action="store_true", help="write the figures into the model's card.json")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--limit-per-class", type=int, help="evaluate on N val images per class (smoke runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    import numpy as np
+
+    from . import card as cards
+    from .data import list_samples, resolve_root, subset_per_class
+    from .evaluate import compute_metrics, fmt_acc, predict_logits, write_report
+    from .models import create_model, default_preprocessing
+    from .predict import default_model_dir
+
+    root = resolve_root(args.data)
+    samples = list_samples(root, "val")
+    if args.limit_per_class:
+        samples = subset_per_class(samples, args.limit_per_class)
+    mask = np.array([s.from_imagenet_val for s in samples])
+    run = dict(batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+
+    def baseline(arch: str, spec: dict) -> dict:
+        model = create_model(arch, pretrained="imagenet")
+        logits, labels = predict_logits(model, samples, spec, zero_shot=True, **run)
+        return compute_metrics(logits, labels, mask), logits, labels
+
+    if args.zero_shot:
+        spec = default_preprocessing(args.zero_shot, args.eval_size)
+        metrics, logits, labels = baseline(args.zero_shot, spec)
+        title = f"zero-shot baseline: {args.zero_shot} ImageNet head, {spec['input_size']} px"
+        report = Path(args.report or Path("reports") / f"zero-shot-{args.zero_shot}-{spec['input_size']}")
+    else:
+        model_dir = Path(args.model_dir or default_model_dir())
+        model, card = cards.load_model(model_dir)
+        spec = card["preprocessing"]
+        logits, labels = predict_logits(model, samples, spec, **run)
+        metrics = compute_metrics(logits, labels, mask)
+        if args.baseline:
+            metrics["zero_shot"] = {k: v for k, v in baseline(card["architecture"], spec)[0].items()
+                                    if k in ("val", "val_imagenet_val_subset", "top5")}
+        title = f"{card['name']} {card['version']} ({card['architecture']}, {spec['input_size']} px)"
+        report = Path(args.report or model_dir / "report")
+    metrics["images"] = len(samples)
+    metrics["preprocessing"] = spec
+    paths = write_report(report, title, metrics, samples, logits, labels)
+    print(f"{title}\n  full val:            {fmt_acc(metrics['val'])}\n"
+          f"  ImageNet-val subset: {fmt_acc(metrics['val_imagenet_val_subset'])}\n  top-5: {metrics['top5']:.2%}")
+    if "zero_shot" in metrics:
+        print(f"  zero-shot baseline:  {fmt_acc(metrics['zero_shot']['val'])}; "
+              f"subset {fmt_acc(metrics['zero_shot']['val_imagenet_val_subset'])}")
+    print(f"report: {paths['report.md']}")
+    if args.update_card and not args.zero_shot:
+        if args.limit_per_class:
+            raise WoofError("--update-card needs the full val set (drop --limit-per-class)")
+        card["metrics"] = {k: metrics[k] for k in ("val", "val_imagenet_val_subset", "top5")}
+        card["metrics"]["per_class_f1"] = {c["breed"]: c["f1"] for c in metrics["per_class"]}
+        if "zero_shot" in metrics:
+            card["metrics"]["zero_shot"] = metrics["zero_shot"]
+        cards.write_card(model_dir, card)
+        print(f"updated {model_dir / cards.CARD_FILE}")
+    return 0
+
+
+# ---------------------------------------------------------------- predict
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="name the breed in photos (committed default model)",
+                       description="Top-3 breeds for each image. Uses the committed default model unless "
+                                   "--model-dir (or $WOOF_MODEL_DIR) says otherwise.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photo files (JPEG, PNG, WebP, ...)")
+    p.add_argument("--model-dir", metavar="DIR", help="folder with card.json + model.safetensors")
+    p.add_argument("--top-k", type=int, default=3, help="how many breeds to list (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    from .predict import Predictor, format_result
+
+    if not 1 <= args.top_k <= 10:
+        raise WoofError("--top-k must be between 1 and 10")
+    predictor = Predictor(args.model_dir)
+    results = predictor.predict(args.images, args.top_k)
+    for r in results:
+        print(json.dumps(r) if args.json else format_result(r))
+    return 1 if any("error" in r for r in results) else 0
+
+
+# ---------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    from .datatools import add_data
+
+    parser = argparse.ArgumentParser(prog="woof", description="Dog-breed recognition for the 10 Imagewoof breeds.")
+    parser.add_argument("--version", action="version", version=f"woof {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_data(sub)
+    add_train(sub)
+    add_eval(sub)
+    add_predict(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except WoofError as e:
+        print(f"woof: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("woof: interrupted (finished epochs are in the checkpoint; --resume continues)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

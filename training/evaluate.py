@@ -1,0 +1,184 @@
+"""`woof eval`: accuracy on val and on its ImageNet-val-origin subset, per-class metrics, plots.
+
+About 96 % of Imagewoof val images are ImageNet *train* images, which any ImageNet-pretrained
+model has seen; only the 162 files named ILSVRC2012_val_* come from ImageNet's own val set.
+Every accuracy is therefore reported twice, with a 95 % Wilson confidence interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .breeds import BREEDS, WNIDS
+from .card import atomic_write_text
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    if total == 0:
+        return (0.0, 0.0)
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def accuracy_entry(correct: int, total: int) -> dict[str, Any]:
+    low, high = wilson_interval(correct, total)
+    return {"top1": round(correct / total, 4) if total else None, "correct": int(correct), "total": int(total),
+            "ci95": [round(low, 4), round(high, 4)]}
+
+
+def predict_logits(model, samples, spec, batch_size: int = 64, workers: int = 2, progress: bool = True,
+                   device=None, zero_shot: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (N x 10) and labels (N) for samples, through the shared preprocessing."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from .data import ImageDataset
+    from .train import eval_transform
+
+    device = device or torch.device("cpu")
+    loader = DataLoader(ImageDataset(samples, eval_transform(spec)), batch_size=batch_size,
+                        num_workers=workers)
+    was_training = model.training
+    model.eval()
+    outputs, labels = [], []
+    with torch.inference_mode():
+        for images, y in tqdm(loader, desc="evaluating", disable=not progress, unit="batch"):
+            images = images.to(device, memory_format=torch.channels_last)
+            logits = model.zero_shot(images) if zero_shot else model(images)
+            outputs.append(logits.float().cpu().numpy())
+            labels.append(y.numpy())
+    model.train(was_training)
+    return np.concatenate(outputs), np.concatenate(labels)
+
+
+def compute_metrics(logits: np.ndarray, labels: np.ndarray, imagenet_val_mask: np.ndarray) -> dict[str, Any]:
+    pred = logits.argmax(1)
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    hit = pred == labels
+    n = len(WNIDS)
+    confusion = np.zeros((n, n), dtype=int)
+    np.add.at(confusion, (labels, pred), 1)
+    per_class = []
+    for i, wnid in enumerate(WNIDS):
+        tp = confusion[i, i]
+        precision = tp / confusion[:, i].sum() if confusion[:, i].sum() else 0.0
+        recall = tp / confusion[i].sum() if confusion[i].sum() else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class.append({"wnid": wnid, "breed": BREEDS[wnid], "precision": round(float(precision), 4),
+                          "recall": round(float(recall), 4), "f1": round(float(f1), 4),
+                          "support": int(confusion[i].sum())})
+    return {
+        "val": accuracy_entry(int(hit.sum()), len(hit)),
+        "val_imagenet_val_subset": accuracy_entry(int(hit[imagenet_val_mask].sum()), int(imagenet_val_mask.sum())),
+        "top5": round(float((top5 == labels[:, None]).any(1).mean()), 4),
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+    }
+
+
+def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [BREEDS[w] for w in WNIDS]
+    fig, ax = plt.subplots(figsize=(8.5, 7.5))
+    normalised = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if confusion[i, j]:
+                ax.text(j, i, confusion[i, j], ha="center", va="center", fontsize=8,
+                        color="white" if normalised[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_gallery(samples, logits: np.ndarray, labels: np.ndarray, path: Path, limit: int = 24) -> int:
+    """The most confident mistakes, with true and predicted breed. Returns how many were drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .preprocess import load_image, softmax
+
+    probs = softmax(logits)
+    pred = probs.argmax(1)
+    wrong = np.flatnonzero(pred != labels)
+    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:limit]
+    cols = 6
+    rows = max(1, math.ceil(len(wrong) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.0), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        ax.imshow(load_image(samples[i].path))
+        ax.set_title(f"true: {BREEDS[WNIDS[labels[i]]]}\npred: {BREEDS[WNIDS[pred[i]]]} "
+                     f"{probs[i, pred[i]]:.0%}", fontsize=8)
+    if not len(wrong):
+        axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center")
+    fig.suptitle(f"Most confident mistakes ({len(wrong)} shown)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return len(wrong)
+
+
+def write_report(out_dir: Path, title: str, metrics: dict[str, Any], samples, logits, labels) -> dict[str, Path]:
+    """metrics.json, predictions.csv, report.md, confusion_matrix.png, misclassified.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / name for name in
+             ("metrics.json", "predictions.csv", "report.md", "confusion_matrix.png", "misclassified.png")}
+    atomic_write_text(paths["metrics.json"], json.dumps(metrics, indent=2) + "\n")
+    pred = logits.argmax(1)
+    lines = ["file,true_wnid,pred_wnid,confidence,correct"]
+    from .preprocess import softmax
+
+    probs = softmax(logits)
+    for s, y, p, pr in zip(samples, labels, pred, probs):
+        lines.append(f"{s.path.parent.parent.name}/{s.path.parent.name}/{s.path.name},{WNIDS[y]},{WNIDS[p]},"
+                     f"{pr[p]:.4f},{int(y == p)}")
+    atomic_write_text(paths["predictions.csv"], "\n".join(lines) + "\n")
+    plot_confusion(np.array(metrics["confusion"]), paths["confusion_matrix.png"], title)
+    plot_gallery(samples, logits, labels, paths["misclassified.png"])
+    atomic_write_text(paths["report.md"], markdown_report(title, metrics))
+    return paths
+
+
+def fmt_acc(entry: dict[str, Any]) -> str:
+    lo, hi = entry["ci95"]
+    return f"{entry['top1']:.2%} ({entry['correct']}/{entry['total']}, 95% CI {lo:.1%}–{hi:.1%})"
+
+
+def markdown_report(title: str, metrics: dict[str, Any]) -> str:
+    lines = [f"# {title}", "",
+             f"- top-1, full val: **{fmt_acc(metrics['val'])}**",
+             f"- top-1, the ImageNet-val-origin subset: **{fmt_acc(metrics['val_imagenet_val_subset'])}**",
+             f"- top-5, full val: {metrics['top5']:.2%}", ""]
+    if "zero_shot" in metrics:
+        zs = metrics["zero_shot"]
+        lines += [f"- zero-shot baseline (ImageNet head, no training): {fmt_acc(zs['val'])}; "
+                  f"subset {fmt_acc(zs['val_imagenet_val_subset'])}", ""]
+    lines += ["| breed | wnid | precision | recall | F1 | images |", "|---|---|---|---|---|---|"]
+    for c in metrics["per_class"]:
+        lines.append(f"| {c['breed']} | {c['wnid']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} "
+                     f"| {c['support']} |")
+    lines += ["", "![confusion matrix](confusion_matrix.png)", "", "![misclassified](misclassified.png)", ""]
+    return "\n".join(lines)

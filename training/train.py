@@ -1,0 +1,357 @@
+"""`woof train`: fine-tune a model on Imagewoof. One readable loop; the config is the recipe.
+
+The small-data details decide the result here, so they are options of the recipe:
+- `head_init: imagenet` starts the breed head from the ImageNet rows of the same 10 breeds,
+  so step 0 is already the zero-shot baseline instead of a random guess;
+- `freeze_bn: true` keeps BatchNorm's ImageNet statistics (9k images and batch 32 estimate them
+  worse than ImageNet did);
+- `train_size` / `eval_size`: train on smaller random crops, evaluate at the native resolution
+  (objects look the same size at both: the "FixRes" effect).
+
+A checkpoint (`last.pt`) is written atomically after every epoch; `--resume` continues from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import WoofError
+
+CHECKPOINT_FILE = "last.pt"
+HISTORY_FILE = "history.csv"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "efficientnet_lite0"
+    pretrained: str = "imagenet"
+    name: str | None = None  # model name in the card; defaults to the output folder's name
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.2
+    label_smoothing: float = 0.1
+    train_size: int = 192
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    hflip: bool = True
+    eval_size: int | None = None  # None: the architecture's native size
+    head_init: str = "imagenet"  # imagenet | random
+    freeze_bn: bool = True
+    noise: int = 0  # train on noisy_imagewoof.csv's noisy_labels_<noise> column
+    holdout: float = 0.0  # fraction of train held out (stratified) for recipe selection
+    limit_per_class: int | None = None  # tiny runs (tests, smoke checks)
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
+    channels_last: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            import difflib
+
+            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k
+                     for k in unknown]
+            raise WoofError(f"{where}: unknown setting {', '.join(hints)}")
+        values = dict(values)
+        if "crop_scale" in values:
+            values["crop_scale"] = tuple(values["crop_scale"])
+        config = cls(**values)
+        config.check()
+        return config
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise WoofError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as e:
+            raise WoofError(f"config file {path} is not valid YAML ({e})") from None
+        if not isinstance(values, dict):
+            raise WoofError(f"config file {path} must be a mapping of settings")
+        values.update(overrides or {})
+        return cls.from_dict(values, str(path))
+
+    def check(self) -> None:
+        def bad(msg: str):
+            raise WoofError(f"config: {msg}")
+
+        if self.epochs < 1:
+            bad("epochs must be >= 1")
+        if self.batch_size < 1:
+            bad("batch_size must be >= 1")
+        if not self.lr > 0:
+            bad("lr must be > 0")
+        if self.head_init not in ("imagenet", "random"):
+            bad("head_init must be imagenet or random")
+        if self.head_init == "imagenet" and self.pretrained != "imagenet":
+            bad("head_init imagenet needs pretrained imagenet (use head_init: random)")
+        if self.amp not in ("auto", "bf16", "off"):
+            bad("amp must be auto, bf16 or off")
+        if self.device not in ("auto", "cpu", "cuda"):
+            bad("device must be auto, cpu or cuda")
+        if not (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
+            bad("crop_scale must be two numbers 0 < min <= max <= 1")
+        if not 0 <= self.holdout < 1:
+            bad("holdout must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["crop_scale"] = list(self.crop_scale)
+        return d
+
+
+def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _freeze_batchnorm(model) -> None:
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def train_transform(config: TrainConfig, spec: dict[str, Any]):
+    from torchvision import transforms as T
+
+    steps = [T.RandomResizedCrop(config.train_size, scale=config.crop_scale,
+                                 interpolation=T.InterpolationMode.BICUBIC)]
+    if config.hflip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize(spec["mean"], spec["std"])]
+    return T.Compose(steps)
+
+
+def eval_transform(spec: dict[str, Any]):
+    """The shared numpy/Pillow preprocessing, as a tensor transform."""
+    import torch
+
+    from .preprocess import preprocess
+
+    return lambda img: torch.from_numpy(preprocess(img, spec))
+
+
+def pick_device(requested: str):
+    import torch
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise WoofError("device cuda requested but no CUDA GPU is available")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zip/pickle errors vary; the user needs one message
+        raise WoofError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}); "
+                        "delete it to start over") from None
+
+
+def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = False,
+          progress: bool = True, command: str | None = None) -> dict[str, Any]:
+    """Train; returns a summary. Writes last.pt, history.csv, model.safetensors, card.json."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from . import card as cards
+    from .data import ImageDataset, holdout_split, list_samples, subset_per_class
+    from .evaluate import predict_logits
+    from .models import count_parameters, create_model, default_preprocessing
+
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CHECKPOINT_FILE
+    state = None
+    if resume:
+        if not checkpoint_path.is_file():
+            raise WoofError(f"--resume: no checkpoint at {checkpoint_path}")
+        state = load_training_checkpoint(checkpoint_path)
+        saved = TrainConfig.from_dict(state["config"], str(checkpoint_path))
+        if saved.model != config.model:
+            raise WoofError(f"--resume: {checkpoint_path} is a {saved.model} run, not {config.model}")
+        config = saved
+    elif checkpoint_path.exists():
+        raise WoofError(f"{out_dir} already holds a training run; use --resume to continue it "
+                        "or choose another --out")
+
+    _seed_everything(config.seed)
+    device = pick_device(config.device)
+    use_bf16 = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+
+    samples = list_samples(data_root, "train", noise=config.noise)
+    held: list = []
+    if config.holdout:
+        samples, held = holdout_split(samples, config.holdout, config.seed)
+    if config.limit_per_class:
+        samples = subset_per_class(samples, config.limit_per_class)
+        held = subset_per_class(held, config.limit_per_class)
+
+    model = create_model(config.model, pretrained="none" if state else config.pretrained,
+                         imagenet_head=config.pretrained == "imagenet")
+    spec = default_preprocessing(config.model, config.eval_size)
+    if state:
+        model.load_state_dict(state["model"])
+    elif config.head_init == "imagenet":
+        model.init_head_from_imagenet()
+    model.to(device, memory_format=memory_format)
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    steps_per_epoch = max(1, len(samples) // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, warmup_steps, total_steps))
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    start_epoch, train_seconds = 0, 0.0
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, train_seconds = state["epoch"], state["train_seconds"]
+        torch.set_rng_state(state["rng_torch"])
+        random.setstate(_restore_py_rng(state["rng_python"]))
+
+    generator = torch.Generator().manual_seed(config.seed + start_epoch)
+    loader = DataLoader(ImageDataset(samples, train_transform(config, spec)), batch_size=config.batch_size,
+                        shuffle=True, drop_last=True, num_workers=config.workers, generator=generator,
+                        persistent_workers=config.workers > 0, pin_memory=device.type == "cuda")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history_path = out_dir / HISTORY_FILE
+    if start_epoch == 0:
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        history_path.unlink(missing_ok=True)
+
+    print(f"training {config.model} on {len(samples)} images ({len(held)} held out), "
+          f"{config.epochs} epochs, device {device}{', bf16' if use_bf16 else ''}, "
+          f"{count_parameters(model) / 1e6:.2f} M parameters")
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        if config.freeze_bn:
+            _freeze_batchnorm(model)
+        seen = correct = 0
+        loss_sum = 0.0
+        t0 = time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, unit="batch")
+        for images, labels in bar:
+            images = images.to(device, memory_format=memory_format, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(images)
+                loss = criterion(logits.float(), labels)
+            if not torch.isfinite(loss):
+                raise WoofError(f"loss became {loss.item()} at epoch {epoch + 1}; lower lr "
+                                f"(the last good checkpoint is {checkpoint_path})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            seen += len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            loss_sum += loss.item() * len(labels)
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                            img_s=f"{seen / elapsed:.1f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        epoch_seconds = time.perf_counter() - t0
+        train_seconds += epoch_seconds
+        row = {"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 4), "train_acc": round(correct / seen, 4),
+               "lr": scheduler.get_last_lr()[0], "seconds": round(epoch_seconds, 1),
+               "images_per_s": round(seen / epoch_seconds, 1), "holdout_acc": ""}
+        if held:
+            logits, labels = predict_logits(model, held, spec, batch_size=64, workers=config.workers,
+                                            progress=progress, device=device)
+            row["holdout_acc"] = round(float((logits.argmax(1) == labels).mean()), 4)
+        _atomic_torch_save({
+            "config": config.to_dict(), "epoch": epoch + 1, "train_seconds": train_seconds,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
+            "rng_python": _save_py_rng(random.getstate()), "command": command or (state or {}).get("command"),
+        }, checkpoint_path)
+        new_file = not history_path.exists()
+        with history_path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+        print(f"epoch {epoch + 1}: loss {row['train_loss']}, train acc {row['train_acc']}, "
+              f"{row['images_per_s']} img/s, {row['seconds']} s"
+              + (f", hold-out acc {row['holdout_acc']}" if held else ""))
+
+    weights_path, sha = cards.save_weights(model.cpu().to(memory_format=torch.contiguous_format), out_dir)
+    card = cards.new_card(
+        name=config.name or out_dir.name,
+        architecture=config.model,
+        preprocessing=spec,
+        parameters=count_parameters(model),
+        weights_sha256=sha,
+        recipe=config.to_dict(),
+        data={"dataset": "imagewoof2", "train_images": len(samples), "holdout_images": len(held),
+              "noise": config.noise, "holdout_seed": config.seed if held else None},
+        training={"seconds": round(train_seconds, 1), "epochs": config.epochs, "hardware": cards.hardware(),
+                  "device": str(device)},
+        has_imagenet_head=model.imagenet_head is not None,
+        command=command or (state or {}).get("command"),
+    )
+    if (out_dir / cards.CARD_FILE).exists():  # a retrained model keeps its version line
+        old = cards.read_card(out_dir)
+        card["version"] = old.get("version", card["version"])  # metrics are not kept: new weights
+    cards.write_card(out_dir, card)
+    print(f"saved {weights_path} and {out_dir / cards.CARD_FILE}")
+    return {"out": str(out_dir), "seconds": train_seconds, "card": card}
+
+
+def _save_py_rng(state) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _restore_py_rng(saved) -> tuple:
+    version, internal, gauss = saved
+    return (version, tuple(internal), gauss)
