@@ -448,6 +448,7 @@ def write_stats(st: dict, out_dir: Path) -> list[Path]:
     pngs = _plot_stats(st, out_dir)
     md = out_dir / "data_stats.md"
     atomic_write_text(md, stats_markdown(st, [p.name for p in pngs]))
+    md.chmod(0o644)  # atomic_write_text's temporary file is private (0600); a report is for reading
     return [md, *pngs]
 
 
@@ -530,10 +531,12 @@ def _plot_stats(st: dict, out_dir: Path) -> list[Path]:
     scatter.legend(markerscale=3)
     every = [wh for s in st["sizes"] for wh in st["sizes"][s]]
     if every:
-        hist.hist([[w for w, _ in every], [h for _, h in every]], bins=40, label=["width", "height"])
+        hist.hist([[min(wh) for wh in every], [max(wh) for wh in every]], bins=40,
+                  label=["shorter side", "longer side"])
+        hist.set_yscale("log")
     hist.set_xlabel("pixels")
-    hist.set_ylabel("images")
-    hist.set_title("width and height, both splits")
+    hist.set_ylabel("images (log scale)")
+    hist.set_title("shorter and longer side, both splits")
     hist.legend()
     written.append(_save(fig, out_dir / "image_sizes.png"))
     return written
@@ -583,7 +586,7 @@ def add_data(sub) -> None:
                     "  a .tgz     (or .tar.gz / .tar) is checked and unpacked into --dest like a download",
         epilog=f"Afterwards: export {ENV_DATA_ROOT}=<the printed folder>, then `woof data verify`.")
     f.add_argument("--size", choices=list(ARCHIVE_NAMES), default="160",
-                   help="archive to download: 160 (shorter side 160 px, ~90 MB; default), 320, or full")
+                   help="archive to download: 160 (shorter side 160 px, ~165 MB unpacked; default), 320, or full")
     f.add_argument("--dest", metavar="DIR", default="data", help="where to unpack (default: ./data)")
     f.add_argument("--from", dest="source", metavar="PATH",
                    help="use a local imagewoof2 folder (in place) or .tgz (unpacked into --dest) instead of "

@@ -97,7 +97,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         scale = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / scale * 255.0, 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(np.clip(arr / scale * 255.0, 0, 255).astype(np.uint8))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
