@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "imagewoof2-160"
+DATA = Path(os.environ.get("WOOF_TEST_DATA") or ROOT.parent / "shared" / "data" / "imagewoof2-160")
 
 
 @pytest.fixture(scope="session")

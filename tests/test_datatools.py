@@ -17,7 +17,7 @@ from training.cli import main
 from training.data import IMAGENET_VAL_PREFIX, SPLITS, list_samples
 from training.datatools import NOISY_CSV, archive_root, stats, verify
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared/data/imagewoof2-160"
+from .conftest import DATA
 
 
 def make_subset(dest: Path, per_class: int = 3, link: bool = False) -> Path:

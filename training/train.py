@@ -239,7 +239,7 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     model.to(device, memory_format=memory_format)
 
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One-command set-up on a fresh machine: creates .venv in the project root and installs woof
+# with every part (training, handlers, gateway, bot, dev tools) into it.
+#   scripts/setup.sh
+# Set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu first for the small CPU-only torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "setup: woof needs Python 3.10 or newer (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+# torch first, pinned: the versions this project is tested with.
+.venv/bin/pip install --disable-pip-version-check -q torch==2.14.1 torchvision==0.29.1
+.venv/bin/pip install --disable-pip-version-check -q -e ".[all]"
+.venv/bin/woof --version
+echo "setup: done. Try: .venv/bin/woof predict path/to/dog.jpg"
