@@ -36,6 +36,8 @@ VARIANTS = {  # name -> (what changes, settings)
     "naive": ("naive: random head, BN trained, lr 1e-3",
               dict(head_init="random", freeze_bn=False, lr=1e-3)),
 }
+FULL_RECIPE = ROOT / "training" / "configs" / "lite0.yaml"
+ALPHAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
 def main() -> int:
@@ -45,6 +47,8 @@ def main() -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of "
                         + ", ".join(VARIANTS))
     parser.add_argument("--runs", default=str(ROOT / "runs" / "ablation"))
+    parser.add_argument("--full", action="store_true",
+                        help="also train the committed Lite0 recipe itself on the 90 %% and sweep the WiSE-FT alpha")
     args = parser.parse_args()
     root = resolve_root(args.data)
     runs = Path(args.runs)
@@ -70,6 +74,9 @@ def main() -> int:
                      "train_seconds": last["seconds"]})
         print(f"{name}: {fmt_acc(rows[-1])}")
 
+    if args.full:
+        rows += full_recipe_and_wise(root, runs, held, spec)
+
     reports = ROOT / "reports"
     reports.mkdir(exist_ok=True)
     with (reports / "ablation.csv").open("w", newline="") as f:
@@ -88,6 +95,32 @@ def main() -> int:
     (reports / "ablation.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {reports / 'ablation.md'}")
     return 0
+
+
+def full_recipe_and_wise(root, runs, held, spec) -> list[dict]:
+    """The committed recipe on the 90 %, then its weights mixed with the zero-shot start."""
+    from training.card import load_model
+    from training.wise import mix, zero_shot_state
+
+    out = runs / "lite0-recipe"
+    config = TrainConfig.load(FULL_RECIPE, {"holdout": BASE["holdout"], "seed": BASE["seed"], "name": "recipe"})
+    if not (out / "model.safetensors").exists():
+        train(config, root, out, resume=(out / "last.pt").exists(), progress=False)
+    model, card = load_model(out)
+    fine_tuned = {k: v.clone() for k, v in model.state_dict().items()}
+    start = zero_shot_state(card["architecture"])
+    rows = []
+    for alpha in ALPHAS:
+        model.load_state_dict(fine_tuned)
+        mix(model, card["architecture"], alpha, start)
+        logits, labels = predict_logits(model, held, spec)
+        what = ("committed Lite0 recipe" if alpha == 1 else f"WiSE-FT: weights {alpha:.0%} fine-tuned, "
+                f"{1 - alpha:.0%} zero-shot")
+        rows.append({"variant": f"wise_{alpha:.1f}", "what": f"{what} ({config.epochs} epochs, "
+                     f"{config.train_size} px)", "epochs": config.epochs,
+                     **accuracy_entry(int((logits.argmax(1) == labels).sum()), len(labels))})
+        print(f"{rows[-1]['variant']}: {fmt_acc(rows[-1])}")
+    return rows
 
 
 if __name__ == "__main__":

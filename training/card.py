@@ -114,6 +114,7 @@ def save_weights(model, directory: str | os.PathLike) -> tuple[Path, str]:
     tmp = directory / f".{WEIGHTS_FILE}.tmp"
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp))
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path, file_sha256(path)
 
