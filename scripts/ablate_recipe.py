@@ -61,7 +61,9 @@ def main() -> int:
              **accuracy_entry(int((logits.argmax(1) == labels).sum()), len(labels))}]
     print(f"zero-shot on the hold-out: {fmt_acc(rows[0])}")
 
-    for name in args.variants.split(","):
+    # The full recipe first: its alpha sweep decides the committed models; the variants explain.
+    wise_rows = full_recipe_and_wise(root, runs, held, spec) if args.full else []
+    for name in filter(None, args.variants.split(",")):
         what, settings = VARIANTS[name]
         out = runs / f"{name}-e{args.epochs}"
         config = TrainConfig.from_dict({**BASE, **settings, "epochs": args.epochs, "name": name})
@@ -74,8 +76,7 @@ def main() -> int:
                      "train_seconds": last["seconds"]})
         print(f"{name}: {fmt_acc(rows[-1])}")
 
-    if args.full:
-        rows += full_recipe_and_wise(root, runs, held, spec)
+    rows += wise_rows
 
     reports = ROOT / "reports"
     reports.mkdir(exist_ok=True)

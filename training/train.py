@@ -56,6 +56,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = True
+    wise_alpha: float = 1.0  # < 1: mix the final weights with the zero-shot start (WiSE-FT, training/wise.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -110,6 +111,10 @@ class TrainConfig:
             bad("crop_scale must be two numbers 0 < min <= max <= 1")
         if not 0 <= self.holdout < 1:
             bad("holdout must be in [0, 1)")
+        if not 0 <= self.wise_alpha <= 1:
+            bad("wise_alpha must be in [0, 1]")
+        if self.wise_alpha < 1 and (self.head_init != "imagenet" or not self.freeze_bn):
+            bad("wise_alpha < 1 needs head_init imagenet and freeze_bn (the zero-shot start)")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -324,7 +329,12 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
               f"{row['images_per_s']} img/s, {row['seconds']} s"
               + (f", hold-out acc {row['holdout_acc']}" if held else ""))
 
-    weights_path, sha = cards.save_weights(model.cpu().to(memory_format=torch.contiguous_format), out_dir)
+    model = model.cpu().to(memory_format=torch.contiguous_format)
+    if config.wise_alpha < 1:
+        from .wise import mix
+
+        mix(model, config.model, config.wise_alpha)
+    weights_path, sha = cards.save_weights(model, out_dir)
     card = cards.new_card(
         name=config.name or out_dir.name,
         architecture=config.model,

@@ -38,8 +38,11 @@ def mix(model, architecture: str, alpha: float, start: dict[str, torch.Tensor] |
     model.load_state_dict(state)
 
 
-def make_wise_model(model_dir: Path, alpha: float, out_dir: Path) -> dict:
-    """Write a mixed copy of a trained model folder (weights + card) to out_dir."""
+def make_wise_model(model_dir: Path, alpha: float, out_dir: Path, version: str | None = None) -> dict:
+    """Write a mixed copy of a trained model folder (weights + card) to out_dir (may be model_dir).
+
+    The card keeps the plain fine-tune's provenance and metrics under `wise_ft`.
+    """
     from . import card as cards
 
     model, card = cards.load_model(model_dir)
@@ -50,6 +53,8 @@ def make_wise_model(model_dir: Path, alpha: float, out_dir: Path) -> dict:
     mix(model, card["architecture"], alpha)
     _, sha = cards.save_weights(model, out_dir)
     card = {**card, "name": out_dir.name, "weights_sha256": sha, "metrics": {},
-            "wise_ft": {"alpha": alpha, "source": card["name"], "source_sha256": card.get("weights_sha256")}}
+            "version": version or card["version"],
+            "wise_ft": {"alpha": alpha, "source": card["name"], "source_version": card["version"],
+                        "source_sha256": card.get("weights_sha256"), "source_metrics": card.get("metrics", {})}}
     cards.write_card(out_dir, card)
     return card
