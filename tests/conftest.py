@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -39,3 +40,81 @@ def val_images(data_root: Path, per_class: int = 1, imagenet_val: bool = True) -
                        if p.name.startswith("ILSVRC2012_val_") == imagenet_val)
         out += [(p, wnid) for p in files[:per_class]]
     return out
+
+
+# ---------------------------------------------------------------- TorchServe (tests/test_handler.py)
+TINY_ARCHIVES = {"tiny": "torchscript", "tiny-onnx": "onnx"}
+
+
+@pytest.fixture(scope="session")
+def tiny_archives(tmp_path_factory, tiny_model_dir, data_root) -> Path:
+    """A model store with tiny_model_dir archived as TorchScript (`tiny`) and ONNX (`tiny-onnx`)."""
+    from training.archive import build_archive
+
+    store = tmp_path_factory.mktemp("store")
+    with torch_threads(1):
+        for name, fmt in TINY_ARCHIVES.items():
+            build_archive(tiny_model_dir, name, fmt, data_root, store, parity_images=10, log=lambda *a: None)
+    return store
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run torch on n threads (a second busy process on 2 cores makes 2 OpenMP threads crawl)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.fixture(scope="session")
+def torchserve(tmp_path_factory, tiny_archives):
+    """A real TorchServe on free loopback ports serving the tiny archives; stopped at session end.
+
+    It gets its own temp folder (TorchServe keeps its pid file and worker sockets there and refuses a
+    second start while the pid file names a live server), its own logs and a copy of the repository's
+    config.properties with the ports, model store and load_models replaced.
+    """
+    import shutil
+    from types import SimpleNamespace
+
+    from training.serve import render_config, start_torchserve, stop_torchserve
+
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("TorchServe needs Java 17+, and there is no java here")
+    base = tmp_path_factory.mktemp("torchserve")
+    inference, management, metrics, grpc_inference, grpc_management = _free_ports(5)
+    config = render_config(ROOT / "config.properties", base / "config.properties", {
+        "inference_address": f"http://127.0.0.1:{inference}",
+        "management_address": f"http://127.0.0.1:{management}",
+        "metrics_address": f"http://127.0.0.1:{metrics}",
+        "grpc_inference_port": str(grpc_inference),
+        "grpc_management_port": str(grpc_management),
+        "model_store": str(tiny_archives),
+        "load_models": ",".join(f"{name}.mar" for name in TINY_ARCHIVES),
+    })
+    env = {"TMPDIR": str(base), "TEMP": str(base), "LOG_LOCATION": str(base / "logs"),
+           "METRICS_LOCATION": str(base / "logs")}
+    start_torchserve(config, cwd=base, env=env, timeout=150, log=lambda *a: None)
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{inference}", management=f"http://127.0.0.1:{management}",
+                              models=list(TINY_ARCHIVES), store=tiny_archives, logs=base / "logs")
+    finally:
+        stop_torchserve(env, cwd=base)

@@ -1,4 +1,4 @@
-"""The `woof` command: data, train, eval, predict (archive/serve/bot join as they are built)."""
+"""The `woof` command: data, train, eval, predict, export, archive, serve (bot joins as it is built)."""
 
 from __future__ import annotations
 
@@ -182,6 +182,32 @@ def cmd_predict(args) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
+# ---------------------------------------------------------------- export
+def add_export(sub) -> None:
+    from .export import CALIBRATION_IMAGES, FORMATS, PARITY_IMAGES
+
+    p = sub.add_parser("export", help="export a model to TorchScript / ONNX / INT8 ONNX and check parity",
+                       description="Write model.pt, model.onnx and/or model.int8.onnx (inputs `image`, outputs "
+                                   "`breed_logits`, `imagenet_logits`, dynamic batch) and parity.json with the "
+                                   "agreement with PyTorch on real val images. fp32 exports that disagree fail.")
+    p.add_argument("model_dir", help="folder with card.json + model.safetensors")
+    p.add_argument("--out", metavar="DIR", required=True, help="output folder")
+    p.add_argument("--format", dest="formats", action="append", choices=FORMATS,
+                   help="repeatable (default: all three)")
+    _data_arg(p)
+    p.add_argument("--parity-images", type=int, default=PARITY_IMAGES, help="val images for the parity check")
+    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
+                   help="train images for INT8 calibration")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from .export import FORMATS, export_cli
+
+    return export_cli(args.model_dir, args.out, args.data, args.formats or list(FORMATS), args.parity_images,
+                      args.calibration_images)
+
+
 # ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from .datatools import add_data
@@ -193,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_eval(sub)
     add_predict(sub)
+    add_export(sub)
+    from .archive import add_archive
+    from .serve import add_serve
+
+    add_archive(sub)
+    add_serve(sub)
     return parser
 
 

@@ -1,0 +1,294 @@
+"""TorchServe serving: export parity, archives, the handler in a real TorchServe and in-process."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.breeds import WNIDS
+from training.cli import main
+from training.errors import WoofError
+
+from .conftest import ROOT, torch_threads, val_images
+
+
+def post(url: str, body: bytes, content_type: str = "application/octet-stream") -> tuple[int, object]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def get(url: str):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def png(width: int, height: int, mode: str = "L") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (width, height)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def check_schema(result: dict, card: dict) -> None:
+    assert result["model"] == card["name"] and result["model_version"] == card["version"]
+    probabilities = [p["probability"] for p in result["top_k"]]
+    assert len(result["top_k"]) == 10 and sorted(p["wnid"] for p in result["top_k"]) == list(WNIDS)
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
+    assert all(p["breed"] for p in result["top_k"])
+    assert 0.0 <= result["dog_probability"] <= 1.0
+    assert result["is_known_breed"] is (result["dog_probability"] >= 0.5)  # the default threshold
+
+
+def reference(model, paths: list, spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Breed probabilities through `woof eval`'s code path, and the open-set dog probability."""
+    import torch
+
+    from training.data import Sample
+    from training.evaluate import predict_logits
+    from training.preprocess import preprocess, softmax
+
+    logits, _ = predict_logits(model, [Sample(p, 0) for p in paths], spec, workers=0, progress=False)
+    with torch.inference_mode():
+        _, imagenet = model.forward_both(torch.from_numpy(np.stack([preprocess(p, spec) for p in paths])))
+    return softmax(logits.astype(np.float64)), softmax(imagenet.numpy().astype(np.float64))[:, 151:281].sum(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    with torch_threads(1):
+        yield
+
+
+# ---------------------------------------------------------------- export and archives
+def test_export_parity_on_real_val_images(tiny_model_dir, data_root, tmp_path, tiny_archives, monkeypatch):
+    import training.export as ex
+
+    # the archives' exports were checked when they were built; their figures are in their cards
+    for name, fmt in (("tiny", "torchscript"), ("tiny-onnx", "onnx")):
+        with zipfile.ZipFile(tiny_archives / f"{name}.mar") as z:
+            card = json.loads(z.read("card.json"))
+            assert {"card.json", "preprocess.py", "woof_handler.py", ex.SERIALIZED_FILE[fmt]} <= set(z.namelist())
+            if fmt == "onnx":
+                (tmp_path / "archived.onnx").write_bytes(z.read("model.onnx"))
+        figures = card["archive"]["parity"]
+        assert card["archive"]["format"] == fmt and card["archive"]["name"] == name
+        assert figures["images"] == 10 and figures["top1_agreement"] == 1.0 and figures["max_abs_diff"] < 1e-3
+    # INT8 from that same fp32 ONNX (the dynamo export is the slow part, so reuse it)
+    monkeypatch.setattr(ex, "export_onnx", lambda model, spec, path, card=None: shutil.copy(
+        tmp_path / "archived.onnx", path) and path)
+    out = tmp_path / "out"
+    results = ex.export(tiny_model_dir, out, data_root, ["onnx-int8"], parity_images=10, calibration_images=20,
+                        min_int8_agreement=0.0, log=lambda *a: None)
+    int8 = results["onnx-int8"]
+    assert int8["parity"]["images"] == 10 and 0.0 <= int8["parity"]["top1_agreement"] <= 1.0
+    assert np.isfinite(int8["parity"]["max_abs_diff"]) and int8["quantization"]["quant_format"] == "QDQ"
+    assert [p.name for p in out.iterdir()] == ["model.int8.onnx"]  # the fp32 file was temporary
+    size = card["preprocessing"]["input_size"]
+    for n in (1, 3):  # dynamic batch axis
+        breed, imagenet = ex.run_export(out / "model.int8.onnx", "onnx-int8", np.zeros((n, 3, size, size), np.float32))
+        assert breed.shape == (n, 10) and imagenet.shape == (n, 1000)
+    with pytest.raises(WoofError, match="does not match PyTorch"):
+        ex.check_parity("onnx", {"images": 20, "top1_agreement": 0.95, "max_abs_diff": 1e-5})
+    with pytest.raises(WoofError, match="does not match PyTorch"):
+        ex.check_parity("torchscript", {"images": 20, "top1_agreement": 1.0, "max_abs_diff": 2e-3})
+    with pytest.raises(WoofError, match="INT8 export agrees"):
+        ex.check_parity("onnx-int8", {"images": 20, "top1_agreement": 0.5, "max_abs_diff": 3.0})
+
+
+def test_archive_errors_are_readable_and_leave_no_files(tiny_model_dir, data_root, tmp_path, capsys, monkeypatch):
+    store = tmp_path / "store"
+
+    def archive(model_dir, *extra):
+        code = main(["archive", "--model-dir", str(model_dir), "--name", "x", "--format", "onnx",
+                     "--store", str(store), "--data", str(data_root), *extra])
+        return code, capsys.readouterr().err
+
+    no_card = tmp_path / "no-card"
+    no_card.mkdir()
+    shutil.copy(tiny_model_dir / "model.safetensors", no_card)
+    code, err = archive(no_card)
+    assert code == 2 and "woof: error: no model card" in err
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    shutil.copy(tiny_model_dir / "card.json", corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    code, err = archive(corrupt)
+    assert code == 2 and "corrupt" in err
+    assert not store.exists() or list(store.iterdir()) == []  # no half-written .mar, no temp folders
+    assert main(["archive", "lite9"]) == 2 and "unknown archive 'lite9'" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    code, err = archive(tiny_model_dir)
+    assert code == 2 and "torch-model-archiver is not installed" in err
+
+
+def test_repository_config_is_loopback_only(tmp_path):
+    from training.serve import read_properties, render_config
+
+    props = read_properties(ROOT / "config.properties")
+    for key in ("inference_address", "management_address", "metrics_address"):
+        assert props[key].startswith("http://127.0.0.1:"), key
+    assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
+    assert props["disable_token_authorization"] == "true" and props["enable_model_api"] == "true"
+    assert int(props["max_request_size"]) >= 12_000_000 and props["load_models"] == "lite0-onnx.mar"
+    copy = read_properties(render_config(ROOT / "config.properties", tmp_path / "c", {"model_store": "/x", "a": "1"}))
+    assert copy == {**props, "model_store": "/x", "a": "1"}
+
+
+def test_serve_builds_only_missing_or_stale_archives(tiny_archives, tiny_model_dir, tmp_path, monkeypatch):
+    import training.archive as ar
+    from training.serve import ensure_archives
+
+    model_dir = tmp_path / "models" / "m"
+    shutil.copytree(tiny_model_dir, model_dir)
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(tiny_archives / "tiny-onnx.mar", store / "m-onnx.mar")
+    shutil.copy(tiny_archives / "tiny.mar", store / "m.mar")
+    built = []
+    monkeypatch.setattr(ar, "CHECKPOINTS", model_dir.parent)
+    monkeypatch.setattr(ar, "ARCHIVES", {"m-onnx": ("m", "onnx"), "m": ("m", "torchscript"),
+                                         "m-int8": ("m", "onnx-int8")})
+    monkeypatch.setattr(ar, "build_archive", lambda d, name, fmt, *a, **k: built.append((name, fmt)))
+    props = {"model_store": "store", "load_models": "m-onnx.mar,m.mar"}
+    assert ensure_archives(props, tmp_path, None, log=lambda *a: None) == [] and built == []
+    assert ar.is_current(store / "m.mar", model_dir, "torchscript")
+    assert not ar.is_current(store / "m.mar", model_dir, "onnx")
+    card = json.loads((model_dir / "card.json").read_text())
+    (model_dir / "card.json").write_text(json.dumps({**card, "open_set": {"threshold": 0.4}}))  # a newer card
+    ensure_archives({**props, "load_models": "m-onnx.mar,m-int8.mar"}, tmp_path, str(tmp_path), log=lambda *a: None)
+    assert built == [("m-onnx", "onnx"), ("m-int8", "onnx-int8")]
+    with pytest.raises(WoofError, match="other.mar"):
+        ensure_archives({**props, "load_models": "other.mar"}, tmp_path, None)
+
+
+def test_serve_refuses_old_java(tmp_path, monkeypatch):
+    from training.serve import check_java
+
+    fake = tmp_path / "bin" / "java"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho \'java version "1.8.0_292"\' >&2\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    with pytest.raises(WoofError, match="needs Java 17 or newer.*Java 8"):
+        check_java()
+
+
+# ---------------------------------------------------------------- a real TorchServe
+def test_each_archive_answers_real_photos(torchserve, tiny_model_dir, data_root):
+    card = json.loads((tiny_model_dir / "card.json").read_text())
+    photos = val_images(data_root)[:3]
+    for name in torchserve.models:
+        for path, _ in photos:
+            status, result = post(f"{torchserve.url}/predictions/{name}", path.read_bytes(), "image/jpeg")
+            assert status == 200, result
+            check_schema(result, card)
+
+
+def test_torchserve_gives_the_eval_code_path_probabilities(torchserve, tiny_model_dir, data_root):
+    from training.card import load_model
+
+    model, card = load_model(tiny_model_dir)
+    paths = [p for p, _ in val_images(data_root)[3:7]]
+    probabilities, dog = reference(model, paths, card["preprocessing"])
+    for name in torchserve.models:
+        for i, path in enumerate(paths):
+            status, result = post(f"{torchserve.url}/predictions/{name}", path.read_bytes())
+            assert status == 200, result
+            served = {p["wnid"]: p["probability"] for p in result["top_k"]}
+            np.testing.assert_allclose([served[w] for w in WNIDS], probabilities[i], atol=1e-4, err_msg=name)
+            assert result["dog_probability"] == pytest.approx(dog[i], abs=1e-4)
+
+
+BAD_INPUTS = {
+    "not an image": lambda jpeg: b"this is plain text, not a photo",
+    "truncated JPEG": lambda jpeg: jpeg[: len(jpeg) // 2],
+    "zero bytes": lambda jpeg: b"",
+    "1x1 px": lambda jpeg: png(1, 1),
+    "20000x1 px": lambda jpeg: png(20000, 1),
+    "pixel bomb 9000x9000": lambda jpeg: png(9000, 9000, "1"),
+}
+
+
+def test_bad_inputs_get_422_and_the_worker_survives(torchserve, data_root):
+    jpeg = val_images(data_root)[0][0].read_bytes()
+    name = "tiny-onnx"
+    worker_pid = get(f"{torchserve.management}/models/{name}")[0]["workers"][0]["pid"]
+    for what, make in BAD_INPUTS.items():
+        status, result = post(f"{torchserve.url}/predictions/{name}", make(jpeg))
+        assert status == 422, (what, result)
+        assert result["error"]["code"] == "invalid_image" and result["error"]["message"], what
+        status, result = post(f"{torchserve.url}/predictions/{name}", jpeg)
+        assert status == 200 and len(result["top_k"]) == 10, what
+    assert get(f"{torchserve.management}/models/{name}")[0]["workers"][0]["pid"] == worker_pid
+    status, result = post(f"{torchserve.url}/predictions/tiny", b"")
+    assert status == 422 and result["error"]["code"] == "invalid_image"
+
+
+# ---------------------------------------------------------------- the handler in-process (batches)
+class FakeContext:
+    """The parts of TorchServe's Context that BaseHandler and WoofHandler use."""
+
+    def __init__(self, model_dir, serialized_file):
+        self.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
+        self.manifest = {"model": {"modelName": "t", "serializedFile": serialized_file}}
+        self.status, self.content_type = {}, {}
+        self.metrics = type("Metrics", (), {"add_time": lambda *a, **k: None})()
+
+    def set_response_status(self, code=200, phrase="", idx=0):
+        self.status[idx] = code
+
+    def set_response_content_type(self, idx, value):
+        self.content_type[idx] = value
+
+    def get_request_header(self, idx, key):
+        return None
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.parametrize("name,serialized", [("tiny", "model.pt"), ("tiny-onnx", "model.onnx")])
+def test_a_bad_image_in_a_batch_fails_alone(tiny_archives, data_root, tmp_path, name, serialized):
+    from handlers.woof_handler import WoofHandler
+
+    with zipfile.ZipFile(tiny_archives / f"{name}.mar") as z:
+        z.extractall(tmp_path)
+    card = json.loads((tmp_path / "card.json").read_text())
+    jpegs = [p.read_bytes() for p, _ in val_images(data_root)[:3]]
+    handler, context = WoofHandler(), FakeContext(tmp_path, serialized)
+    handler.initialize(context)
+    singles = [handler.handle([{"body": bytearray(j)}], context)[0] for j in jpegs]
+    batch = [{"body": bytearray(jpegs[0])}, {"body": bytearray(b"GIF89a-not-really")},
+             {"data": jpegs[1]}, {"body": base64.b64encode(jpegs[2]).decode()}]
+    context.status.clear()
+    out = handler.handle(batch, context)
+    assert len(out) == 4 and context.status == {1: 422}
+    assert set(context.content_type.values()) == {"application/json"}
+    assert out[1]["error"]["code"] == "invalid_image"
+    for result, single in zip([out[0], out[2], out[3]], singles):
+        check_schema(result, card)
+        assert [p["wnid"] for p in result["top_k"]] == [p["wnid"] for p in single["top_k"]]
+        np.testing.assert_allclose([p["probability"] for p in result["top_k"]],
+                                   [p["probability"] for p in single["top_k"]], atol=2e-4)
+    context.status.clear()
+    assert [r["error"]["code"] for r in handler.handle([{"body": b""}, {}], context)] == ["invalid_image"] * 2
+    assert context.status == {0: 422, 1: 422}
+    # the card's open-set rule replaces the default threshold
+    card["open_set"] = {"rule": "imagenet_dog_probability", "imagenet_classes": [151, 280], "threshold": 1.01}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    handler.initialize(context)
+    assert handler.handle([{"body": jpegs[0]}], context)[0]["is_known_breed"] is False
+    assert handler.describe_handle()["archive"]["format"] in ("torchscript", "onnx")

@@ -1,0 +1,229 @@
+"""`woof archive`: TorchServe model archives (.mar) of the trained models, in model_store/.
+
+One archive = the exported model file (TorchScript, ONNX or INT8 ONNX), the one handler
+(handlers/woof_handler.py), the card (with an `archive` section: format, parity figures, exporter
+versions) and the shared preprocess.py. Archives are built in a temporary folder beside the target
+and renamed into place, so model_store never holds half a .mar.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from .card import CARD_FILE, WEIGHTS_FILE, file_sha256, read_card, validate_card
+from .errors import WoofError
+from .export import CALIBRATION_IMAGES, FORMATS, PARITY_IMAGES, export
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_STORE = REPO / "model_store"
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+# archive name -> (checkpoint folder under training/checkpoints, export format)
+ARCHIVES: dict[str, tuple[str, str]] = {
+    "lite0": ("lite0", "torchscript"),
+    "lite0-onnx": ("lite0", "onnx"),
+    "lite0-int8": ("lite0", "onnx-int8"),
+    "lite2": ("lite2", "torchscript"),
+    "lite2-onnx": ("lite2", "onnx"),
+    "lite2-int8": ("lite2", "onnx-int8"),
+}
+SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+RAW_COMMAND = """\
+The same archive by hand (after exporting the model file and adding the archive section to a copy
+of the card):
+  torch-model-archiver --model-name lite0-onnx --version 1.0.0 \\
+      --serialized-file build/lite0-onnx/model.onnx \\
+      --handler handlers/woof_handler.py \\
+      --extra-files build/lite0-onnx/card.json,training/preprocess.py \\
+      --export-path model_store --force
+(--serialized-file model.pt for TorchScript, model.int8.onnx for INT8.)"""
+
+
+def handler_file() -> Path:
+    import handlers
+
+    return Path(handlers.__file__).resolve().parent / "woof_handler.py"
+
+
+def preprocess_file() -> Path:
+    from . import preprocess
+
+    return Path(preprocess.__file__).resolve()
+
+
+def archiver() -> str:
+    """Path of the torch-model-archiver command (the venv's own first)."""
+    beside = Path(sys.executable).parent / "torch-model-archiver"
+    found = str(beside) if beside.is_file() else shutil.which("torch-model-archiver")
+    if not found:
+        raise WoofError("torch-model-archiver is not installed: pip install torch-model-archiver "
+                        "(or scripts/setup.sh)")
+    return found
+
+
+def source_of(name: str) -> tuple[Path, str]:
+    """(model folder, format) of a fixed archive name."""
+    if name not in ARCHIVES:
+        raise WoofError(f"unknown archive {name!r}; known: {', '.join(ARCHIVES)} "
+                        "(or use --model-dir DIR --name NAME --format FORMAT)")
+    checkpoint, fmt = ARCHIVES[name]
+    return CHECKPOINTS / checkpoint, fmt
+
+
+def archive_card(path: Path) -> dict[str, Any] | None:
+    """The card inside a .mar, or None if the file is missing or unreadable."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read(CARD_FILE))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def source_hashes(model_dir: Path) -> dict[str, str]:
+    return {"card_sha256": file_sha256(model_dir / CARD_FILE), "weights_sha256": file_sha256(model_dir / WEIGHTS_FILE)}
+
+
+def is_current(mar: Path, model_dir: Path, fmt: str) -> bool:
+    """True if `mar` holds `fmt` built from the card and weights now in `model_dir`.
+
+    The card counts too: `woof eval --update-card` or a calibrated open-set threshold changes it.
+    """
+    inside = archive_card(mar)
+    if inside is None or "archive" not in inside:
+        return False
+    try:
+        now = source_hashes(model_dir)
+    except OSError:
+        return False
+    source = inside["archive"].get("source", {})
+    return inside["archive"].get("format") == fmt and all(source.get(k) == v for k, v in now.items())
+
+
+def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | Path,
+                  store: str | Path = MODEL_STORE, parity_images: int = PARITY_IMAGES,
+                  calibration_images: int = CALIBRATION_IMAGES, log=print) -> Path:
+    """Export `model_dir` as `fmt` and package it as `store/name.mar`. Returns the archive's path."""
+    if fmt not in FORMATS:
+        raise WoofError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if not NAME.match(name):
+        raise WoofError(f"archive name {name!r}: use letters, digits, '-' and '_'")
+    command = archiver()
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise WoofError(f"no model folder at {model_dir} (train it first, see scripts/train_models.sh)")
+    card = read_card(model_dir)
+    if not SEMVER.match(str(card["version"])):
+        raise WoofError(f"{model_dir / CARD_FILE}: version {card['version']!r} is not semantic (MAJOR.MINOR.PATCH)")
+    weights = model_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise WoofError(f"no weights at {weights}")
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=store))
+    try:
+        start = time.perf_counter()
+        info = export(model_dir, work, data_root, [fmt], parity_images, calibration_images, log=log)[fmt]
+        serialized = info.pop("file")
+        card["archive"] = {
+            "name": name, **info,
+            "source": {"model_dir": _display(model_dir), **source_hashes(model_dir)},
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (work / CARD_FILE).write_text(json.dumps(validate_card(card), indent=2) + "\n")
+        cmd = [command, "--model-name", name, "--version", str(card["version"]),
+               "--serialized-file", str(serialized), "--handler", str(handler_file()),
+               "--extra-files", f"{work / CARD_FILE},{preprocess_file()}",
+               "--export-path", str(work), "--archive-format", "default", "--force"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        built = work / f"{name}.mar"
+        if result.returncode != 0 or not built.is_file():
+            detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            raise WoofError(f"torch-model-archiver failed for {name}: {' / '.join(detail) or 'no output'}")
+        target = store / f"{name}.mar"
+        built.replace(target)
+        log(f"built {target} ({target.stat().st_size / 1e6:.1f} MB, {fmt}, version {card['version']}, "
+            f"{time.perf_counter() - start:.0f} s)")
+        return target
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _display(path: Path) -> str:
+    """A path relative to the repository when inside it (archives may be committed)."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path.resolve())
+
+
+def build_named(names: list[str], data_root, store: str | Path = MODEL_STORE, skip_untrained: bool = False,
+                log=print, **kwargs) -> list[Path]:
+    built = []
+    for name in names:
+        model_dir, fmt = source_of(name)
+        if skip_untrained and not (model_dir / CARD_FILE).is_file():
+            log(f"skipping {name}: no trained model at {model_dir} yet")
+            continue
+        built.append(build_archive(model_dir, name, fmt, data_root, store, log=log, **kwargs))
+    if not built:
+        raise WoofError(f"no archive built: none of {', '.join(names)} has a trained model yet")
+    return built
+
+
+# ---------------------------------------------------------------- CLI
+def add_archive(sub) -> None:
+    import argparse
+
+    p = sub.add_parser(
+        "archive", help="build TorchServe model archives (.mar) in model_store/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export a trained model (TorchScript, ONNX or INT8 ONNX), check it against PyTorch on "
+                    "real val images, and package it with the woof handler, its card and the shared "
+                    f"preprocessing as model_store/NAME.mar. Fixed names: {', '.join(ARCHIVES)}.",
+        epilog=RAW_COMMAND)
+    p.add_argument("names", nargs="*", metavar="NAME", help="archive name(s), e.g. lite0-onnx")
+    p.add_argument("--all", action="store_true", help="every fixed archive whose model is trained")
+    p.add_argument("--model-dir", metavar="DIR", help="any model folder (card.json + model.safetensors); "
+                                                      "needs --name and --format")
+    p.add_argument("--name", help="archive name for --model-dir")
+    p.add_argument("--format", choices=FORMATS, help="export format for --model-dir")
+    p.add_argument("--store", metavar="DIR", help=f"model store folder (default: {MODEL_STORE.relative_to(REPO)})")
+    p.add_argument("--data", metavar="PATH", help="Imagewoof root for the parity check and INT8 calibration "
+                                                  "(default: $WOOF_DATA_ROOT)")
+    p.add_argument("--parity-images", type=int, default=PARITY_IMAGES, help="val images for the parity check")
+    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
+                   help="train images for INT8 calibration")
+    p.set_defaults(func=cmd_archive)
+
+
+def cmd_archive(args) -> int:
+    from .data import resolve_root
+
+    store = Path(args.store) if args.store else MODEL_STORE
+    sizes = {"parity_images": args.parity_images, "calibration_images": args.calibration_images}
+    if args.model_dir:
+        if args.names or args.all or not (args.name and args.format):
+            raise WoofError("--model-dir needs --name and --format (and no archive names or --all)")
+        archiver()
+        build_archive(args.model_dir, args.name, args.format, resolve_root(args.data), store, **sizes)
+        return 0
+    if args.name or args.format:
+        raise WoofError("--name and --format go with --model-dir")
+    if args.all == bool(args.names):
+        raise WoofError(f"name the archives to build ({', '.join(ARCHIVES)}) or pass --all")
+    names = list(ARCHIVES) if args.all else args.names
+    for name in names:
+        source_of(name)  # unknown names fail before any work
+    archiver()
+    build_named(names, resolve_root(args.data), store, skip_untrained=args.all, **sizes)
+    return 0
