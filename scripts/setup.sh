@@ -15,4 +15,10 @@ fi
 .venv/bin/pip install --disable-pip-version-check -q torch==2.14.1 torchvision==0.29.1
 .venv/bin/pip install --disable-pip-version-check -q -e ".[all]"
 .venv/bin/woof --version
+# TorchServe (woof serve, the archive tests) runs on Java 17 or newer; training does not need it.
+java_major=$(java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print v[1]; exit}')
+if [ -z "${java_major:-}" ] || [ "$java_major" -lt 17 ]; then
+  echo "setup: WARNING: TorchServe needs Java 17+ (found: ${java_major:-none})." >&2
+  echo "       Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless" >&2
+fi
 echo "setup: done. Try: .venv/bin/woof predict path/to/dog.jpg"

@@ -209,6 +209,59 @@ def cmd_export(args) -> int:
 
 
 # ---------------------------------------------------------------- main
+# ---------------------------------------------------------------- wise, calibrate
+def add_wise(sub) -> None:
+    p = sub.add_parser("wise", help="mix a fine-tuned model's weights with its zero-shot start (WiSE-FT)",
+                       description="theta = (1 - alpha) * zero-shot + alpha * fine-tuned, for models trained "
+                                   "with head_init imagenet and frozen BatchNorm. Choose alpha on the train "
+                                   "hold-out (scripts/ablate_recipe.py --full), never on val.")
+    p.add_argument("model_dir", help="trained model folder")
+    p.add_argument("--alpha", type=float, required=True, help="share of the fine-tuned weights, 0..1")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: replace MODEL_DIR's weights and card)")
+    p.add_argument("--version", help="version of the mixed model (default: the source's)")
+    p.set_defaults(func=cmd_wise)
+
+
+def cmd_wise(args) -> int:
+    from .wise import make_wise_model
+
+    out = Path(args.out or args.model_dir)
+    card = make_wise_model(Path(args.model_dir), args.alpha, out, args.version)
+    print(f"wrote {out} ({card['name']} {card['version']}, alpha {args.alpha}); "
+          f"evaluate it: woof eval {out} --baseline --update-card")
+    return 0
+
+
+def add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="calibrate the open-set rule (is this one of the 10 breeds?)",
+                       description="Picks the threshold on the ImageNet head's dog probability (classes "
+                                   "151-280) on the train hold-out, then measures acceptance on val and "
+                                   "rejection of real non-dog photos; writes open_set into the card.")
+    p.add_argument("model_dir", help="trained model folder")
+    _data_arg(p)
+    p.add_argument("--target", type=float, default=0.975, help="share of hold-out dog photos to accept")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    from . import card as cards
+    from .data import resolve_root
+    from .openset import calibrate
+
+    if not 0.5 <= args.target < 1:
+        raise WoofError("--target must be in [0.5, 1)")
+    result = calibrate(Path(args.model_dir), resolve_root(args.data), args.target, progress=not args.quiet)
+    card = cards.read_card(args.model_dir)
+    card["open_set"] = result
+    cards.write_card(args.model_dir, card)
+    print(f"threshold {result['threshold']} on dog probability: hold-out acceptance "
+          f"{result['calibration']['holdout_acceptance']:.1%}, val acceptance {result['val_acceptance']:.1%}, "
+          f"non-dog photos rejected {result['non_dog_rejected']}")
+    print(json.dumps(result["non_dog_scores"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .datatools import add_data
 
@@ -220,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval(sub)
     add_predict(sub)
     add_export(sub)
+    add_wise(sub)
+    add_calibrate(sub)
     from .archive import add_archive
     from .serve import add_serve
 
