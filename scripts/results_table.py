@@ -72,8 +72,17 @@ def main() -> int:
                          "val": metrics["zero_shot"]["val"], "subset": metrics["zero_shot"]["val_imagenet_val_subset"],
                          "images_per_s": speed[0], "latency_ms": speed[1]})
         minutes = card.get("training", {}).get("seconds", 0) / 60
-        rows.append({"model": f"{card['name']} ({card['architecture']} fine-tune)", **common,
-                     "training": f"{card['recipe']['epochs']} epochs, {minutes:.0f} min",
+        wise = card.get("wise_ft")
+        if wise and wise.get("source_metrics"):
+            source = wise["source_metrics"]
+            rows.append({"model": f"{card['name']} {wise['source_version']} ({card['architecture']} fine-tune)",
+                         **common, "training": f"{card['recipe']['epochs']} epochs, {minutes:.0f} min",
+                         "val": source["val"], "subset": source["val_imagenet_val_subset"],
+                         "images_per_s": speed[0], "latency_ms": speed[1]})
+        label = f"WiSE-FT alpha {wise['alpha']}" if wise else "fine-tune"
+        rows.append({"model": f"{card['name']} {card['version']} ({card['architecture']} {label})", **common,
+                     "training": f"{card['recipe']['epochs']} epochs, {minutes:.0f} min"
+                                 + (" + weight mix" if wise else ""),
                      "val": metrics["val"], "subset": metrics["val_imagenet_val_subset"],
                      "images_per_s": speed[0], "latency_ms": speed[1]})
         print(f"{rows[-1]['model']}: {fmt_acc(metrics['val'])}, {speed[0]} img/s")

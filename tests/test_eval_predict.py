@@ -94,8 +94,8 @@ def test_predict_with_a_missing_model_folder_is_a_clear_error(tmp_path, capsys):
     assert "no model card" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["data"], ["train"], ["eval"], ["predict"], ["export"], ["wise"], ["calibrate"],
-                                     ["archive"], ["serve"]])
+@pytest.mark.parametrize("command", [[], ["data"], ["train"], ["eval"], ["predict"], ["export"], ["wise"],
+                                     ["calibrate"], ["archive"], ["serve"], ["bench"]])
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])

@@ -1,4 +1,4 @@
-"""The `woof` command: data, train, eval, predict, export, archive, serve (bot joins as it is built)."""
+"""The `woof` command: data, train, eval, predict, export, archive, serve, bench (bot joins as it is built)."""
 
 from __future__ import annotations
 
@@ -276,10 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_wise(sub)
     add_calibrate(sub)
     from .archive import add_archive
+    from .bench import add_bench
     from .serve import add_serve
 
     add_archive(sub)
     add_serve(sub)
+    add_bench(sub)
     return parser
 
 
