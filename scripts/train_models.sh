@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# Train and evaluate the committed models (default: lite0, then lite2). Resumable: run it again
-# after a crash or Ctrl-C and each model continues from its last finished epoch.
+# Train, evaluate and calibrate the committed models (default: lite0, then lite2). Idempotent and
+# resumable: run it again after a crash or Ctrl-C; each model continues from its last finished
+# epoch, and finished steps are skipped.
 #   WOOF_DATA_ROOT=../shared/data/imagewoof2-160 scripts/train_models.sh [lite0] [lite2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WOOF_DATA_ROOT="${WOOF_DATA_ROOT:-../shared/data/imagewoof2-160}"
 woof=".venv/bin/woof"
+has() {  # has CARD KEY: the card has a non-empty KEY
+  .venv/bin/python -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get(sys.argv[2]) else 1)' "$1" "$2" \
+    2>/dev/null
+}
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(lite0 lite2)
 for name in "${models[@]}"; do
   out="training/checkpoints/$name"
-  if grep -q '"metrics"' "$out/card.json" 2>/dev/null; then
-    echo "== $name: already trained and evaluated ($out/card.json)"
-    continue
+  if ! has "$out/card.json" metrics; then
+    if [ -f "$out/last.pt" ]; then
+      $woof train --out "$out" --resume --quiet
+    else
+      $woof train --config "training/configs/$name.yaml" --out "$out" --name "$name" --quiet
+    fi
+    $woof eval "$out" --baseline --update-card --quiet
   fi
-  if [ -f "$out/last.pt" ]; then
-    $woof train --out "$out" --resume --quiet
-  else
-    $woof train --config "training/configs/$name.yaml" --out "$out" --name "$name" --quiet
-  fi
-  $woof eval "$out" --baseline --update-card --quiet
+  has "$out/card.json" open_set || $woof calibrate "$out" --quiet
+  echo "== $name: trained, evaluated and calibrated ($out/card.json)"
 done

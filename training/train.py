@@ -349,6 +349,8 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         has_imagenet_head=model.imagenet_head is not None,
         command=command or (state or {}).get("command"),
     )
+    if config.wise_alpha < 1:
+        card["wise_ft"] = {"alpha": config.wise_alpha, "source": "this run's final epoch"}
     if (out_dir / cards.CARD_FILE).exists():  # a retrained model keeps its version line
         old = cards.read_card(out_dir)
         card["version"] = old.get("version", card["version"])  # metrics are not kept: new weights
