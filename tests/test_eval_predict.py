@@ -113,3 +113,25 @@ def test_unknown_model_on_the_command_line(capsys, data_root, tmp_path):
     code = main(["train", "--model", "resnet_9000", "--out", str(tmp_path / "r"), "--data", str(data_root),
                  "--pretrained", "none", "--head-init", "random", "--limit-per-class", "1"])
     assert code == 2 and "unknown model 'resnet_9000'" in capsys.readouterr().err
+
+
+def test_predict_says_when_a_photo_is_not_one_of_the_breeds(tiny_model_dir, data_root, tmp_path, capsys):
+    import skimage.data
+    from PIL import Image
+
+    from training.card import read_card, write_card
+
+    model_dir = tmp_path / "with-open-set"
+    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last.pt"))
+    card = read_card(model_dir)
+    card["open_set"] = {"rule": "imagenet_dog_probability", "imagenet_classes": [151, 280], "threshold": 0.2}
+    write_card(model_dir, card)
+    cat = tmp_path / "chelsea.png"
+    Image.fromarray(skimage.data.chelsea()).save(cat)
+    dog = str(val_images(data_root, 1)[-1][0])  # a dingo
+    assert main(["predict", str(cat), dog, "--model-dir", str(model_dir), "--json"]) == 0
+    cat_result, dog_result = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert cat_result["is_known_breed"] is False and cat_result["dog_probability"] < 0.2
+    assert dog_result["is_known_breed"] is True and len(cat_result["top_k"]) == 3
+    main(["predict", str(cat), "--model-dir", str(model_dir)])
+    assert "probably not one of the 10 breeds" in capsys.readouterr().out

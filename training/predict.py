@@ -29,10 +29,21 @@ class Predictor:
         import torch
 
         x = torch.from_numpy(preprocess(source, self.spec))[None]
+        open_set = self.card.get("open_set")
         with torch.inference_mode():
-            logits = self.model(x)[0].numpy()
-        return {"model": self.card["name"], "model_version": self.card["version"],
-                "top_k": top_k(softmax(logits), self.card["classes"], k)}
+            if open_set and self.model.imagenet_head is not None:
+                logits, imagenet_logits = (t[0].numpy() for t in self.model.forward_both(x))
+            else:
+                logits, imagenet_logits = self.model(x)[0].numpy(), None
+        result = {"model": self.card["name"], "model_version": self.card["version"],
+                  "top_k": top_k(softmax(logits), self.card["classes"], k)}
+        if imagenet_logits is not None:  # the open-set check, as the TorchServe handler does it
+            from .openset import dog_probability
+
+            dog = float(dog_probability(imagenet_logits[None])[0])
+            result["is_known_breed"] = dog >= open_set["threshold"]
+            result["dog_probability"] = round(dog, 4)
+        return result
 
     def predict(self, files: list[str], k: int = 3) -> list[dict[str, Any]]:
         results = []
@@ -48,6 +59,8 @@ def format_result(result: dict[str, Any]) -> str:
     if "error" in result:
         return f"{result['file']}: error: {result['error']}"
     lines = [f"{result['file']}:"]
+    if result.get("is_known_breed") is False:
+        lines.append("  probably not one of the 10 breeds (or not a dog); closest guesses:")
     for p in result["top_k"]:
         lines.append(f"  {p['probability']:6.1%}  {p['breed']} ({p['wnid']})")
     return "\n".join(lines)
