@@ -88,8 +88,9 @@ def main() -> int:
     lines = ["# Fine-tuning recipe ablation (EfficientNet-Lite0, train hold-out)", "",
              f"Train on 90 % of imagewoof2 train ({len(list_samples(root, 'train')) - len(held)} images), score on "
              f"the stratified 10 % hold-out ({len(held)} images, seed 0); val is not used. "
-             f"{args.epochs} epoch(s) of {BASE['train_size']} px crops, evaluated at {BASE['eval_size']} px. "
-             "Command: `.venv/bin/python scripts/ablate_recipe.py`.", "",
+             f"Variants: {args.epochs} epoch(s) of {BASE['train_size']} px crops, evaluated at {BASE['eval_size']} px; "
+             "wise_* rows: the full committed Lite0 recipe, its final weights mixed with the zero-shot start. "
+             f"Command: `.venv/bin/python scripts/ablate_recipe.py{' --full' if args.full else ''}`.", "",
              "| variant | what changes | hold-out top-1 (95 % CI) |", "|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['what']} | {fmt_acc(r)} |")
