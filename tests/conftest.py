@@ -71,19 +71,6 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _free_ports(count: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture(scope="session")
 def torchserve(tmp_path_factory, tiny_archives):
     """A real TorchServe on free loopback ports serving the tiny archives; stopped at session end.
@@ -95,12 +82,13 @@ def torchserve(tmp_path_factory, tiny_archives):
     import shutil
     from types import SimpleNamespace
 
+    from training.bench import free_ports
     from training.serve import render_config, start_torchserve, stop_torchserve
 
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        pytest.skip("TorchServe needs Java 17+, and there is no java here")
+        pytest.fail("TorchServe needs Java 17+, and there is no java here: apt-get install openjdk-17-jre-headless")
     base = tmp_path_factory.mktemp("torchserve")
-    inference, management, metrics, grpc_inference, grpc_management = _free_ports(5)
+    inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
     config = render_config(ROOT / "config.properties", base / "config.properties", {
         "inference_address": f"http://127.0.0.1:{inference}",
         "management_address": f"http://127.0.0.1:{management}",

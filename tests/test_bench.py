@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("_java")
 @pytest.fixture(scope="module")
 def _java():
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        pytest.skip("TorchServe needs Java 17+, and there is no java here")
+        pytest.fail("TorchServe needs Java 17+, and there is no java here: apt-get install openjdk-17-jre-headless")
 
 
 def read_csv(path):

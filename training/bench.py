@@ -179,7 +179,7 @@ class ClientPool:
 
 
 # ---------------------------------------------------------------- TorchServe
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     socks = [socket.socket() for _ in range(count)]
     try:
         for s in socks:
@@ -224,7 +224,7 @@ class Server:
         torchserve_command()
         check_java()
         self.base = Path(tempfile.mkdtemp(prefix="woof-bench-"))
-        inference, management, metrics, grpc_inference, grpc_management = _free_ports(5)
+        inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
         config = render_config(CONFIG, self.base / "config.properties", {
             "inference_address": f"http://127.0.0.1:{inference}",
             "management_address": f"http://127.0.0.1:{management}",
