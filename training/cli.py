@@ -208,7 +208,6 @@ def cmd_export(args) -> int:
                       args.calibration_images)
 
 
-# ---------------------------------------------------------------- main
 # ---------------------------------------------------------------- wise, calibrate
 def add_wise(sub) -> None:
     p = sub.add_parser("wise", help="mix a fine-tuned model's weights with its zero-shot start (WiSE-FT)",
@@ -262,6 +261,7 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from .datatools import add_data
 
