@@ -8,6 +8,10 @@ The small-data details decide the result here, so they are options of the recipe
 - `train_size` / `eval_size`: train on smaller random crops, evaluate at the native resolution
   (objects look the same size at both: the "FixRes" effect).
 
+- `teacher: <model folder>` distils a bigger trained model into this one (Hinton et al.): the
+  student matches the teacher's temperature-softened probabilities on the same augmented crop
+  (Beyer et al., "consistent teaching"), mixed with the label loss by `distill_alpha`.
+
 A checkpoint (`last.pt`) is written atomically after every epoch; `--resume` continues from it.
 """
 
@@ -56,6 +60,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = True
+    teacher: str | None = None  # folder of a trained model (card.json + model.safetensors) to distil from
+    distill_alpha: float = 0.5  # weight of the distillation loss; 1 - alpha goes to the label loss
+    distill_temperature: float = 2.0
     wise_alpha: float = 1.0  # < 1: mix the final weights with the zero-shot start (WiSE-FT, training/wise.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -111,6 +118,12 @@ class TrainConfig:
             bad("crop_scale must be two numbers 0 < min <= max <= 1")
         if not 0 <= self.holdout < 1:
             bad("holdout must be in [0, 1)")
+        if not 0 <= self.distill_alpha <= 1:
+            bad("distill_alpha must be in [0, 1]")
+        if not self.distill_temperature > 0:
+            bad("distill_temperature must be > 0")
+        if self.teacher is not None and not (Path(self.teacher) / "card.json").is_file():
+            bad(f"teacher {self.teacher} is not a trained model folder (no card.json)")
         if not 0 <= self.wise_alpha <= 1:
             bad("wise_alpha must be in [0, 1]")
         if self.wise_alpha < 1 and (self.head_init != "imagenet" or not self.freeze_bn):
@@ -242,6 +255,7 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     elif config.head_init == "imagenet":
         model.init_head_from_imagenet()
     model.to(device, memory_format=memory_format)
+    teacher = _load_teacher(config, spec, device, memory_format) if config.teacher else None
 
     decay, no_decay = [], []
     for p in model.parameters():
@@ -291,6 +305,8 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(images)
                 loss = criterion(logits.float(), labels)
+                if teacher is not None:
+                    loss = (1 - config.distill_alpha) * loss + config.distill_alpha * teacher.loss(images, logits)
             if not torch.isfinite(loss):
                 raise WoofError(f"loss became {loss.item()} at epoch {epoch + 1}; lower lr "
                                 f"(the last good checkpoint is {checkpoint_path})")
@@ -357,6 +373,44 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     cards.write_card(out_dir, card)
     print(f"saved {weights_path} and {out_dir / cards.CARD_FILE}")
     return {"out": str(out_dir), "seconds": train_seconds, "card": card}
+
+
+class _Teacher:
+    """A frozen trained model whose softened predictions the student learns to match."""
+
+    def __init__(self, model, shift, scale, temperature: float):
+        self.model, self.shift, self.scale, self.temperature = model, shift, scale, temperature
+
+    def loss(self, images, student_logits):
+        import torch
+        import torch.nn.functional as F
+
+        with torch.no_grad():
+            target = self.model(images * self.scale + self.shift).float()
+        t = self.temperature
+        # KL(teacher || student) on softened distributions, times t^2 so its gradients keep their size.
+        return F.kl_div(F.log_softmax(student_logits.float() / t, 1), F.log_softmax(target / t, 1),
+                        reduction="batchmean", log_target=True) * t * t
+
+
+def _load_teacher(config: TrainConfig, spec: dict[str, Any], device, memory_format) -> _Teacher:
+    import torch
+
+    from .card import load_model
+
+    teacher, card = load_model(config.teacher)  # read_card checks the classes and their order
+    teacher.to(device, memory_format=memory_format).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    # The student's batch is normalised with its own mean/std; re-normalise for the teacher.
+    s_mean, s_std = (torch.tensor(spec[k], device=device).view(1, 3, 1, 1) for k in ("mean", "std"))
+    t_mean, t_std = (torch.tensor(card["preprocessing"][k], device=device).view(1, 3, 1, 1) for k in ("mean", "std"))
+    scale = s_std / t_std
+    shift = (s_mean - t_mean) / t_std
+    print(f"distilling from {card['name']} ({card['architecture']}, "
+          f"val top-1 {card.get('metrics', {}).get('val', {}).get('top1', '?')}), "
+          f"alpha {config.distill_alpha}, temperature {config.distill_temperature}")
+    return _Teacher(teacher, shift, scale, config.distill_temperature)
 
 
 def _save_py_rng(state) -> list:
