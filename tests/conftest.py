@@ -106,3 +106,40 @@ def torchserve(tmp_path_factory, tiny_archives):
                               models=list(TINY_ARCHIVES), store=tiny_archives, logs=base / "logs")
     finally:
         stop_torchserve(env, cwd=base)
+
+
+# ---------------------------------------------------------------- the gateway (tests/test_gateway*.py, web, bot)
+GATEWAY_ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory, torchserve):
+    """The real gateway under gunicorn (2 workers x 8 threads) on a free loopback port, in front of the
+    `torchserve` fixture; stopped at session end. Used by the gateway, web-page and Telegram-bot tests.
+
+    Attributes (stable): `.url` (http://127.0.0.1:PORT), `.admin_token` (WOOF_ADMIN_TOKEN; send
+    `Authorization: Bearer <token>`), `.torchserve` (the torchserve fixture object), `.default_model`
+    ("tiny-onnx", WOOF_DEFAULT_MODEL), `.state_dir` (its shared state file's folder), `.store` (the model
+    store), `.logs` (gateway.log, gateway_access.log), `.env` (the gateway's environment overrides).
+    Tests that change the default model or the A/B split must put them back.
+    """
+    from types import SimpleNamespace
+
+    from training.bench import free_ports
+    from training.serve import start_gateway, stop_gateway
+
+    base = tmp_path_factory.mktemp("gateway")
+    (port,) = free_ports(1)
+    env = {"WOOF_TORCHSERVE_URL": torchserve.url, "WOOF_TORCHSERVE_MGMT_URL": torchserve.management,
+           "WOOF_ADMIN_TOKEN": GATEWAY_ADMIN_TOKEN, "WOOF_DEFAULT_MODEL": "tiny-onnx",
+           "WOOF_MODEL_STORE": str(torchserve.store), "WOOF_STATE_DIR": str(base / "state"),
+           "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus"), "OMP_NUM_THREADS": "1"}
+    (base / "prometheus").mkdir()
+    process = start_gateway(env, f"127.0.0.1:{port}", workers=2, threads=8, log_dir=base / "logs", timeout=60,
+                            log=lambda *a: None)
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", admin_token=GATEWAY_ADMIN_TOKEN, torchserve=torchserve,
+                              default_model="tiny-onnx", state_dir=base / "state", store=torchserve.store,
+                              logs=base / "logs", env=env)
+    finally:
+        stop_gateway(process)

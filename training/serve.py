@@ -1,4 +1,10 @@
-"""`woof serve`: run TorchServe with the repository's config.properties (the gateway and bot join later).
+"""`woof serve`: run TorchServe with the repository's config.properties and the Flask gateway in front of it.
+
+`woof serve` starts TorchServe (in the background, as below), then the gateway under gunicorn
+(`gateway/gunicorn_conf.py`; bind WOOF_GATEWAY_BIND, default 127.0.0.1:8000) and stays attached:
+Ctrl-C or SIGTERM stops the gateway (gracefully) and then TorchServe. `--detach` leaves both running
+(the gateway's pid goes to logs/gateway.pid) and `woof serve --stop` stops both. `--only gateway`
+runs just the gateway against WOOF_TORCHSERVE_URL / WOOF_TORCHSERVE_MGMT_URL.
 
 `woof serve --only torchserve` checks Java (17+), builds the archives named in `load_models` that are
 missing or older than their trained model, starts TorchServe from the repository root and waits until
@@ -8,10 +14,12 @@ the temp folder, exactly as `torchserve --stop` does). Logs go to logs/ (LOG_LOC
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config.properties"
 LOGS = REPO / "logs"
 MIN_JAVA = 17
-COMPONENTS = ("torchserve",)
+COMPONENTS = ("torchserve", "gateway")
+GATEWAY_BIND = "127.0.0.1:8000"
+GATEWAY_PID = LOGS / "gateway.pid"
 
 
 def read_properties(path: str | Path) -> dict[str, str]:
@@ -266,30 +276,191 @@ def stop_torchserve(env: dict[str, str] | None = None, timeout: float = 60.0, cw
     raise WoofError(f"TorchServe (pid {pid}) did not stop within {timeout:.0f} s")
 
 
+# ---------------------------------------------------------------- gateway (gunicorn)
+def gateway_url(bind: str) -> str:
+    """The loopback URL that reaches a gunicorn bind address (host:port; 0.0.0.0 and [::] -> loopback)."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def gateway_command(bind: str, workers: int, threads: int, pid: str | Path | None = None,
+                    access_log: str | Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "gunicorn", "--config", "python:gateway.gunicorn_conf", "--bind", bind,
+           "--workers", str(workers), "--threads", str(threads)]
+    if pid:
+        cmd += ["--pid", str(pid)]
+    if access_log:
+        cmd += ["--access-logfile", str(access_log)]
+    return cmd + ["gateway:create_app()"]
+
+
+def start_gateway(env: dict[str, str] | None = None, bind: str = GATEWAY_BIND, workers: int = 2, threads: int = 8,
+                  log_dir: str | Path = LOGS, pid: str | Path | None = None, timeout: float = 60.0,
+                  access_log: bool = True, log=print) -> subprocess.Popen:
+    """Start the gateway under gunicorn from the repository root; return once /healthz answers.
+
+    Its output goes to log_dir/gateway.log (access log: gateway_access.log). The process gets its own
+    session, so a Ctrl-C in the terminal reaches `woof serve`, which then stops it in order."""
+    env = {**os.environ, **(env or {})}
+    env.setdefault("WOOF_STATE_DIR", str(Path(log_dir) / "gateway"))
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    url = gateway_url(bind)
+    if _http_ok(f"{url}/healthz"):
+        raise WoofError(f"something already answers at {url} (a gateway started earlier? woof serve --stop)")
+    access = Path(log_dir) / "gateway_access.log" if access_log else None
+    with open(Path(log_dir) / "gateway.log", "ab") as out:
+        process = subprocess.Popen(gateway_command(bind, workers, threads, pid, access), cwd=REPO, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not _http_ok(f"{url}/healthz"):
+        if process.poll() is not None:
+            raise WoofError(f"the gateway stopped while starting (exit {process.returncode}); "
+                            f"see {Path(log_dir) / 'gateway.log'}")
+        if time.monotonic() > deadline:
+            stop_gateway(process)
+            raise WoofError(f"the gateway did not answer {url}/healthz within {timeout:.0f} s; "
+                            f"see {Path(log_dir) / 'gateway.log'}")
+        time.sleep(0.2)
+    log(f"gateway is up: {url} ({workers} workers x {threads} threads; TorchServe "
+        f"{env.get('WOOF_TORCHSERVE_URL', 'http://127.0.0.1:8080')}); log {Path(log_dir) / 'gateway.log'}")
+    return process
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def stop_gateway(process: subprocess.Popen | int, timeout: float = 30.0) -> bool:
+    """SIGTERM (gunicorn finishes the requests in flight), then SIGKILL after `timeout`. False if not running."""
+    pid = process if isinstance(process, int) else process.pid
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if isinstance(process, subprocess.Popen):
+            if process.poll() is not None:
+                return True
+        else:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return True
+        time.sleep(0.1)
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)  # its own session: the workers go too
+    if isinstance(process, subprocess.Popen):
+        process.wait(10)
+    return True
+
+
+def _gateway_pid(path: Path = GATEWAY_PID) -> int | None:
+    """The pid in gunicorn's pid file, if it is a live gunicorn serving the gateway."""
+    import psutil
+
+    try:
+        pid = int(path.read_text().split()[0])
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+        return pid if "gunicorn" in cmdline and "gateway" in cmdline else None
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return None
+
+
+def gateway_env(props: dict[str, str], root: Path) -> dict[str, str]:
+    """What the gateway needs to reach this TorchServe (the environment's own values win)."""
+    names = model_names(props)
+    env = {"WOOF_TORCHSERVE_URL": props.get("inference_address", "http://127.0.0.1:8080"),
+           "WOOF_TORCHSERVE_MGMT_URL": props.get("management_address", "http://127.0.0.1:8081"),
+           "WOOF_MODEL_STORE": str((root / props.get("model_store", "model_store")).resolve())}
+    if names:
+        env["WOOF_DEFAULT_MODEL"] = names[0]
+    return {k: os.environ.get(k) or v for k, v in env.items()}
+
+
 # ---------------------------------------------------------------- CLI
 def add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="start (or --stop) the serving stack: TorchServe for now",
-                       description="Start TorchServe with config.properties from the repository root, "
-                                   "after building the archives it loads that are missing or stale; wait "
-                                   "until /ping answers Healthy. Logs: logs/ (LOG_LOCATION).")
-    p.add_argument("--only", choices=COMPONENTS, help="start just this component")
-    p.add_argument("--stop", action="store_true", help="stop the running TorchServe")
+    p = sub.add_parser("serve", help="start (or --stop) the serving stack: TorchServe and the gateway",
+                       description="Start TorchServe with config.properties from the repository root (after "
+                                   "building the archives it loads that are missing or stale; waits until "
+                                   "/ping answers Healthy), then the Flask gateway under gunicorn, and stay "
+                                   "attached: Ctrl-C or SIGTERM stops both. Logs: logs/ (LOG_LOCATION).")
+    p.add_argument("--only", choices=COMPONENTS, help="start just this component (torchserve: in the background)")
+    p.add_argument("--stop", action="store_true", help="stop the running gateway and TorchServe")
+    p.add_argument("--detach", action="store_true", help="start and return; woof serve --stop stops them")
     p.add_argument("--config", metavar="FILE", default=str(CONFIG), help="TorchServe config (default: %(default)s)")
     p.add_argument("--data", metavar="PATH", help="Imagewoof root, needed only to build archives "
                                                   "(default: $WOOF_DATA_ROOT)")
-    p.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops TorchServe")
+    p.add_argument("--foreground", action="store_true", help="with --only torchserve: stay attached; "
+                                                             "Ctrl-C stops TorchServe")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for Healthy (default 180)")
+    p.add_argument("--bind", default=os.environ.get("WOOF_GATEWAY_BIND") or GATEWAY_BIND,
+                   help="gateway address (default: $WOOF_GATEWAY_BIND or %(default)s)")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("WOOF_GATEWAY_WORKERS") or 2),
+                   help="gunicorn worker processes (default: $WOOF_GATEWAY_WORKERS or %(default)s)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("WOOF_GATEWAY_THREADS") or 8),
+                   help="threads per worker (default: $WOOF_GATEWAY_THREADS or %(default)s)")
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args) -> int:
     if args.stop:
+        pid = _gateway_pid()
+        print("gateway stopped" if pid and stop_gateway(pid) else "gateway is not running")
         print("TorchServe stopped" if stop_torchserve() else "TorchServe is not running")
         return 0
-    torchserve_command()
-    check_java()
     config = Path(args.config).resolve()
     props = read_properties(config)
-    ensure_archives(props, config.parent, args.data)
-    start_torchserve(config, cwd=config.parent, timeout=args.timeout, foreground=args.foreground)
-    return 0
+    if args.only != "gateway":
+        torchserve_command()
+        check_java()
+        ensure_archives(props, config.parent, args.data)
+        start_torchserve(config, cwd=config.parent, timeout=args.timeout,
+                         foreground=args.foreground and args.only == "torchserve")
+        if args.only == "torchserve":
+            return 0
+    if _gateway_pid() is not None:
+        raise WoofError(f"a gateway is already running (pid file {GATEWAY_PID}); woof serve --stop stops it")
+    try:
+        gateway = start_gateway(gateway_env(props, config.parent), args.bind, args.workers, args.threads,
+                                pid=GATEWAY_PID)
+    except BaseException:
+        if args.only is None:
+            stop_torchserve(cwd=config.parent)
+        raise
+    if args.detach:
+        print("woof serve --stop stops " + ("the gateway" if args.only else "the gateway and TorchServe"))
+        return 0
+    return supervise(gateway, stop_ts=args.only is None, cwd=config.parent)
+
+
+def supervise(gateway: subprocess.Popen, stop_ts: bool, cwd: Path) -> int:
+    """Wait until Ctrl-C, SIGTERM or the gateway's own exit; then stop the gateway, then TorchServe."""
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    print("serving; Ctrl-C stops " + ("the gateway and TorchServe" if stop_ts else "the gateway"), flush=True)
+    code = 0
+    try:
+        code = gateway.wait()
+        print(f"the gateway exited ({code}); see {LOGS / 'gateway.log'}", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the shutdown short
+        try:
+            stop_gateway(gateway)
+            if stop_ts:
+                stop_torchserve(cwd=cwd)
+            print("stopped", flush=True)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return 1 if code else 0

@@ -1,0 +1,37 @@
+"""gunicorn settings for the gateway: `gunicorn -c python:gateway.gunicorn_conf 'gateway:create_app()'`.
+
+Environment: WOOF_GATEWAY_BIND (default 127.0.0.1:8000), WOOF_GATEWAY_WORKERS (2),
+WOOF_GATEWAY_THREADS (8), WOOF_GATEWAY_ACCESS_LOG (a file, or - for stdout; off by default),
+PROMETHEUS_MULTIPROC_DIR (a fresh temp folder when unset). Command-line flags override these.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+# prometheus_client picks its multiprocess value class at import: set the folder before anything imports it
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="woof-prometheus-")
+
+bind = [os.environ.get("WOOF_GATEWAY_BIND") or "127.0.0.1:8000"]
+workers = int(os.environ.get("WOOF_GATEWAY_WORKERS") or 2)
+threads = int(os.environ.get("WOOF_GATEWAY_THREADS") or 8)
+worker_class = "gthread"
+timeout = 120  # a worker silent this long is restarted; predictions are bounded by WOOF_READ_TIMEOUT
+graceful_timeout = 20
+keepalive = 5
+accesslog = os.environ.get("WOOF_GATEWAY_ACCESS_LOG") or None
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s client=%({x-client-id}i)s'
+proc_name = "woof-gateway"
+
+
+def on_starting(server):
+    # counters of a previous run would otherwise be summed into this one's
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
