@@ -96,11 +96,24 @@ def test_export_parity_on_real_val_images(tiny_model_dir, data_root, tmp_path, t
     int8 = results["onnx-int8"]
     assert int8["parity"]["images"] == 10 and 0.0 <= int8["parity"]["top1_agreement"] <= 1.0
     assert np.isfinite(int8["parity"]["max_abs_diff"]) and int8["quantization"]["quant_format"] == "QDQ"
+    assert int8["quantization"]["activation_type"] == "QUInt8"  # U8S8: S8S8 gave no speed-up on this CPU
     assert [p.name for p in out.iterdir()] == ["model.int8.onnx"]  # the fp32 file was temporary
     size = card["preprocessing"]["input_size"]
     for n in (1, 3):  # dynamic batch axis
         breed, imagenet = ex.run_export(out / "model.int8.onnx", "onnx-int8", np.zeros((n, 3, size, size), np.float32))
         assert breed.shape == (n, 10) and imagenet.shape == (n, 1000)
+    # the INT8 card's accuracy: the file's own answers on real val images, counted per set
+    from training.data import list_samples, subset_per_class
+
+    measured = ex.evaluate_export(out / "model.int8.onnx", "onnx-int8", data_root, card["preprocessing"],
+                                  progress=False, limit_per_class=3)
+    samples = subset_per_class(list_samples(data_root, "val"), 3)
+    logits, _ = ex.run_export(out / "model.int8.onnx", "onnx-int8", ex.image_batch([s.path for s in samples],
+                                                                                     card["preprocessing"]))
+    expected = int((logits.argmax(1) == np.array([s.label for s in samples])).sum())
+    assert measured["val"]["total"] == 30 and measured["val"]["correct"] == expected
+    subset = [s.path.name.startswith("ILSVRC2012_val_") for s in samples]
+    assert measured["val_imagenet_val_subset"]["total"] == sum(subset)
     with pytest.raises(WoofError, match="does not match PyTorch"):
         ex.check_parity("onnx", {"images": 20, "top1_agreement": 0.95, "max_abs_diff": 1e-5})
     with pytest.raises(WoofError, match="does not match PyTorch"):

@@ -21,7 +21,7 @@ from typing import Any
 
 from .card import CARD_FILE, WEIGHTS_FILE, file_sha256, read_card, validate_card
 from .errors import WoofError
-from .export import CALIBRATION_IMAGES, FORMATS, PARITY_IMAGES, export
+from .export import CALIBRATION_IMAGES, FORMATS, PARITY_IMAGES, SERIALIZED_FILE, evaluate_export, export
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_STORE = REPO / "model_store"
@@ -111,7 +111,7 @@ def is_current(mar: Path, model_dir: Path, fmt: str) -> bool:
 
 def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | Path,
                   store: str | Path = MODEL_STORE, parity_images: int = PARITY_IMAGES,
-                  calibration_images: int = CALIBRATION_IMAGES, log=print) -> Path:
+                  calibration_images: int = CALIBRATION_IMAGES, evaluate_int8: bool = True, log=print) -> Path:
     """Export `model_dir` as `fmt` and package it as `store/name.mar`. Returns the archive's path."""
     if fmt not in FORMATS:
         raise WoofError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -134,6 +134,16 @@ def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | P
         start = time.perf_counter()
         info = export(model_dir, work, data_root, [fmt], parity_images, calibration_images, log=log)[fmt]
         serialized = info.pop("file")
+        if fmt == "onnx-int8" and evaluate_int8:
+            # Quantisation changes the predictions: the card must carry this file's own accuracy.
+            log(f"measuring {name} on the full val set (INT8 changes the accuracy)")
+            measured = evaluate_export(serialized, fmt, data_root, card["preprocessing"], progress=False)
+            source = {k: card.get("metrics", {}).get(k) for k in ("val", "val_imagenet_val_subset")}
+            card["metrics"] = {**measured, "measured_on": f"this INT8 file ({SERIALIZED_FILE[fmt]})",
+                               "fp32_source": source}
+            fp32 = f" (fp32 {source['val']['top1']:.2%})" if source.get("val") else ""
+            log(f"{name}: top-1 {measured['val']['top1']:.2%} full val{fp32}, "
+                f"{measured['val_imagenet_val_subset']['top1']:.2%} ImageNet-val subset")
         card["archive"] = {
             "name": name, **info,
             "source": {"model_dir": _display(model_dir), **source_hashes(model_dir)},
