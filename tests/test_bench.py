@@ -162,6 +162,26 @@ def test_pareto_front():
     assert list(np.asarray(pareto_front([]))) == []
 
 
+def test_default_pick_is_the_fastest_within_half_a_point_of_the_best_lite0():
+    from pathlib import Path
+
+    from training.bench import Archive, default_pick
+
+    def archive(name, arch):
+        return Archive(name, Path(f"{name}.mar"), {"architecture": arch})
+
+    archives = [archive("a", "efficientnet_lite0"), archive("b", "efficientnet_lite0"),
+                archive("c", "efficientnet_lite0"), archive("big", "efficientnet_lite2")]
+    rows = [{"archive": "a", "workload": "val", "val_top1": 0.9562, "requests_per_s": 80.0},
+            {"archive": "b", "workload": "val", "val_top1": 0.9515, "requests_per_s": 150.0},  # 0.47 pt below
+            {"archive": "c", "workload": "val", "val_top1": 0.9510, "requests_per_s": 300.0},  # 0.52 pt below
+            {"archive": "big", "workload": "val", "val_top1": 0.9700, "requests_per_s": 900.0},  # not Lite0
+            {"archive": "c", "workload": "phone 12 MP", "requests_per_s": 999.0}]  # not an accuracy row
+    assert default_pick(rows, archives) == "b"
+    assert default_pick(rows[:1], archives) == "a"
+    assert default_pick(rows[3:4], archives) is None
+
+
 def test_bench_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "--help"])
