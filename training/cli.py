@@ -285,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_archive(sub)
     add_serve(sub)
     add_bench(sub)
+    from bot.cli import add_bot
+    add_bot(sub)
     return parser
 
 
