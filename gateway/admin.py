@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, request
 
+from . import metrics
 from .errors import ApiError
 from .torchserve import ready_workers, valid_name
 
@@ -104,7 +105,24 @@ def unregister():
     if name in ((state.get("default") or ext().settings.default_model), split.get("a"), split.get("b")):
         raise ApiError(409, "model_in_use", f"{name!r} is the default model or in the A/B split: "
                                             "switch those first")
-    status, answer = ext().torchserve.mgmt("DELETE", f"/models/{name}", timeout=ext().settings.admin_timeout)
+    if ext().torchserve.describe(name) is None:
+        raise ApiError(404, "unknown_model", f"model {name!r} is not registered in TorchServe")
+    # Drain first: TorchServe 0.12 drops requests still queued for a model it unregisters without ever
+    # answering them. Every worker stops sending new ones once the model is marked retiring.
+    with ext().state.update() as state:
+        state["retiring"] = sorted({*state.get("retiring", []), name})
+    try:
+        deadline = time.monotonic() + ext().settings.read_timeout
+        while metrics.inflight(name) > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, answer = ext().torchserve.mgmt("DELETE", f"/models/{name}", timeout=ext().settings.admin_timeout)
+    finally:
+        with ext().state.update() as state:
+            retiring = [m for m in state.get("retiring", []) if m != name]
+            if retiring:
+                state["retiring"] = retiring
+            else:
+                state.pop("retiring", None)
     if status != 200:
         raise ts_error(status, answer, f"unregistering {name}")
     return jsonify({"model": name, "unregistered": True})

@@ -92,7 +92,12 @@ def predict():
                        retry_after=1)
     sent = time.perf_counter()
     try:
-        with metrics.INFLIGHT.track_inprogress():
+        # counted before the check below: /admin/unregister marks the model retiring, then waits for this
+        # count to reach 0 (TorchServe 0.12 never answers requests still queued for a model it unregisters)
+        with metrics.INFLIGHT.labels(model).track_inprogress():
+            if model in x.state.read().get("retiring", ()):
+                g.model = "unknown"
+                raise upstream_error(404, None, model, route)
             response = x.torchserve.predict(model, body, g.request_id)
     finally:
         x.inflight.release()

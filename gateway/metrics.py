@@ -24,8 +24,21 @@ LATENCY = Histogram("woof_gateway_request_seconds", "Time from request received 
 ERRORS = Counter("woof_gateway_errors", "Error responses by error code", ["endpoint", "model", "code"])
 UPSTREAM = Histogram("woof_gateway_torchserve_seconds", "TorchServe prediction round trip", ["model"],
                      buckets=BUCKETS)
-INFLIGHT = Gauge("woof_gateway_torchserve_inflight", "Predictions waiting on TorchServe now",
+INFLIGHT = Gauge("woof_gateway_torchserve_inflight", "Predictions waiting on TorchServe now", ["model"],
                  multiprocess_mode="livesum")
+
+
+def inflight(model: str) -> float:
+    """Predictions of `model` in flight now, summed over every gateway worker process."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return REGISTRY.get_sample_value("woof_gateway_torchserve_inflight", {"model": model}) or 0.0
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return sum(s.value for family in registry.collect() if family.name == "woof_gateway_torchserve_inflight"
+               for s in family.samples if s.labels.get("model") == model)
 
 
 def render() -> tuple[bytes, str]:
