@@ -12,6 +12,7 @@ import httpx
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {502, 503, 504}
+BUSY_CODES = {"rate_limited", "overloaded", "torchserve_busy"}  # the gateway's error codes for "too much now"
 
 
 def client_id(chat_id: int) -> str:
@@ -131,12 +132,15 @@ class GatewayClient:
                 except ValueError:
                     raise GatewayError("error", f"gateway answered {response.status_code} without JSON",
                                        response.status_code) from None
+            code, message = None, f"HTTP {response.status_code}"
             try:
                 detail = response.json()["error"]
-                message = f"{detail.get('code', response.status_code)}: {detail.get('message', '')}"
+                code = detail.get("code")
+                message = f"HTTP {response.status_code} {code}: {detail.get('message', '')}"
             except (ValueError, KeyError, TypeError, AttributeError):
-                message = f"HTTP {response.status_code}"
-            last = GatewayError(_kind(response.status_code), message, response.status_code, _retry_after(response))
+                pass
+            kind = "busy" if code in BUSY_CODES else _kind(response.status_code)
+            last = GatewayError(kind, message, response.status_code, _retry_after(response))
             if response.status_code not in RETRY_STATUS:
                 raise last
         raise last

@@ -9,7 +9,7 @@ from html import escape as esc
 from pathlib import PurePath
 
 from telegram import Update
-from telegram.constants import ChatAction
+from telegram.constants import ChatAction, ChatType
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
@@ -132,6 +132,8 @@ async def document(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if is_image_document(doc.mime_type, doc.file_name):
         await answer_image(update, context, doc)
         return
+    if update.effective_chat.type != ChatType.PRIVATE:
+        return  # in a group, other people's files are none of the bot's business
     suffix = PurePath(doc.file_name or "").suffix.lstrip(".").upper()
     what = f"a {suffix} file" if suffix else f"of type {doc.mime_type}" if doc.mime_type else "not an image"
     await update.effective_message.reply_text(texts.DOCUMENT.format(what=esc(what)), do_quote=True)

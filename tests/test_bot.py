@@ -35,6 +35,7 @@ LITE0 = "lite0-onnx"
 RATE = (6, 3.0)  # per-user limit of the bots under test: 6 messages per 3 s
 
 DOWN = "not reachable right now"
+BUSY = "very busy right now"
 BAD_IMAGE = "couldn't open that image"
 TOO_BIG = "only files up to 20 MB"
 APOLOGY = "Sorry, something went wrong"
@@ -245,6 +246,10 @@ def test_pdf_document_is_refused_politely(offline, data_root):
     reply = api.wait_reply(m)
     assert "PDF file" in reply and "JPEG, PNG or WebP" in reply
     assert not api.sent("getFile", file_id=m["document"]["file_id"])  # not even downloaded
+    (m,) = api.push(api.document(-109, pdf.getvalue(), "minutes.pdf", "application/pdf", user_id=109))
+    assert "Samoyed" in ask(api, 109, "/breeds")
+    time.sleep(0.5)
+    assert api.replies(-109) == []  # in a group, other files are left alone
 
 
 def test_oversized_files_get_a_friendly_message(offline, photos):
@@ -455,12 +460,13 @@ def test_model_choice_survives_a_restart(tmp_path, gateway, photos):
 
 
 def test_gateway_stopped_and_back(tmp_path, gateway, photos):
-    """A gateway of this test's own (in front of the session's TorchServe) goes away and comes back."""
+    """A gateway of this test's own (in front of the session's TorchServe) goes away and comes back;
+    then its per-client limit answers 429, and the user hears it is busy."""
     from training.serve import start_gateway, stop_gateway
 
     (port,) = free_ports(1)
-    env = {**gateway.env, "WOOF_STATE_DIR": str(tmp_path / "state"),
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    env = {**gateway.env, "WOOF_STATE_DIR": str(tmp_path / "state"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+           "WOOF_RATE_LIMIT": "0.2", "WOOF_RATE_BURST": "1"}  # the gateway's own per-client limit: 1 photo per 5 s
     (tmp_path / "prom").mkdir()
     start = lambda: start_gateway(env, f"127.0.0.1:{port}", workers=1, threads=4,  # noqa: E731
                                   log_dir=tmp_path / "logs", timeout=60, log=lambda *a: None)
@@ -477,6 +483,8 @@ def test_gateway_stopped_and_back(tmp_path, gateway, photos):
             own = start()
             (m,) = api.push(api.photo(400, photos[WNIDS[7]]))
             assert len(guesses(api.wait_reply(m, 60))) == 3
+            (m,) = api.push(api.photo(400, photos[WNIDS[7]]))  # the gateway answers 429 now
+            assert BUSY in api.wait_reply(m, 60)
             assert bot.alive()
         finally:
             stop_gateway(own)
