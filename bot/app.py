@@ -26,6 +26,7 @@ from .ratelimit import RateLimiter
 from .store import ChatStore
 
 log = logging.getLogger("bot")
+BOOTSTRAP_RETRIES = 3  # a Telegram hiccup at start-up is retried (1 + 2 + 4 s); a refused token is not
 COMMANDS = [("help", "what I do, the breeds, privacy"), ("breeds", "the 10 breeds I know"),
             ("about", "model, version and accuracy"), ("model", "list or pick the model for this chat")]
 
@@ -145,6 +146,6 @@ def run(settings: Settings) -> None:
         secret = settings.webhook_secret or secrets.token_urlsafe(32)
         app.run_webhook(listen=settings.webhook_listen, port=settings.webhook_port,
                         url_path=urlparse(settings.webhook_url).path.lstrip("/"), webhook_url=settings.webhook_url,
-                        secret_token=secret, allowed_updates=allowed)
+                        secret_token=secret, allowed_updates=allowed, bootstrap_retries=BOOTSTRAP_RETRIES)
     else:
-        app.run_polling(allowed_updates=allowed)
+        app.run_polling(allowed_updates=allowed, bootstrap_retries=BOOTSTRAP_RETRIES)
