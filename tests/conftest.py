@@ -143,3 +143,11 @@ def gateway(tmp_path_factory, torchserve):
                               logs=base / "logs", env=env)
     finally:
         stop_gateway(process)
+
+
+@pytest.fixture(scope="session")
+def gateway_openapi(gateway):
+    """The gateway's live OpenAPI spec as a schemathesis schema (tests/test_gateway_schema.py)."""
+    import schemathesis
+
+    return schemathesis.openapi.from_url(f"{gateway.url}/openapi.json")
