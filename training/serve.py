@@ -36,7 +36,7 @@ LOGS = REPO / "logs"
 MIN_JAVA = 17
 COMPONENTS = ("torchserve", "gateway")
 GATEWAY_BIND = "127.0.0.1:8000"
-GATEWAY_PID = LOGS / "gateway.pid"
+GATEWAY_PID = LOGS / "gateway.pid"  # under LOG_LOCATION when that is set
 
 
 def read_properties(path: str | Path) -> dict[str, str]:
@@ -412,7 +412,7 @@ def add_serve(sub) -> None:
 
 def cmd_serve(args) -> int:
     if args.stop:
-        pid = _gateway_pid()
+        pid = _gateway_pid(log_dir() / GATEWAY_PID.name)
         print("gateway stopped" if pid and stop_gateway(pid) else "gateway is not running")
         print("TorchServe stopped" if stop_torchserve() else "TorchServe is not running")
         return 0
@@ -426,11 +426,13 @@ def cmd_serve(args) -> int:
                          foreground=args.foreground and args.only == "torchserve")
         if args.only == "torchserve":
             return 0
-    if _gateway_pid() is not None:
-        raise WoofError(f"a gateway is already running (pid file {GATEWAY_PID}); woof serve --stop stops it")
+    logs = log_dir()
+    if _gateway_pid(logs / GATEWAY_PID.name) is not None:
+        raise WoofError(f"a gateway is already running (pid file {logs / GATEWAY_PID.name}); "
+                        "woof serve --stop stops it")
     try:
         gateway = start_gateway(gateway_env(props, config.parent), args.bind, args.workers, args.threads,
-                                pid=GATEWAY_PID)
+                                log_dir=logs, pid=logs / GATEWAY_PID.name)
     except BaseException:
         if args.only is None:
             stop_torchserve(cwd=config.parent)
@@ -438,10 +440,15 @@ def cmd_serve(args) -> int:
     if args.detach:
         print("woof serve --stop stops " + ("the gateway" if args.only else "the gateway and TorchServe"))
         return 0
-    return supervise(gateway, stop_ts=args.only is None, cwd=config.parent)
+    return supervise(gateway, stop_ts=args.only is None, cwd=config.parent, logs=logs)
 
 
-def supervise(gateway: subprocess.Popen, stop_ts: bool, cwd: Path) -> int:
+def log_dir() -> Path:
+    """Where `woof serve` keeps the gateway's log and pid file: TorchServe's LOG_LOCATION, else logs/."""
+    return Path(os.environ.get("LOG_LOCATION") or LOGS)
+
+
+def supervise(gateway: subprocess.Popen, stop_ts: bool, cwd: Path, logs: Path = LOGS) -> int:
     """Wait until Ctrl-C, SIGTERM or the gateway's own exit; then stop the gateway, then TorchServe."""
     def on_signal(signum, frame):
         raise KeyboardInterrupt
@@ -451,7 +458,7 @@ def supervise(gateway: subprocess.Popen, stop_ts: bool, cwd: Path) -> int:
     code = 0
     try:
         code = gateway.wait()
-        print(f"the gateway exited ({code}); see {LOGS / 'gateway.log'}", file=sys.stderr)
+        print(f"the gateway exited ({code}); see {logs / 'gateway.log'}", file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,0 +1,115 @@
+"""`woof serve` runs TorchServe and the gateway together; TorchServe stopped mid-run and brought back;
+SIGTERM stops both. A private TorchServe and gateway (not the shared fixtures), since this one is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from training.bench import free_ports
+from training.serve import ping, render_config, start_torchserve
+
+from .conftest import ROOT, val_images
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def status(url: str) -> int | None:
+    try:
+        return requests.get(url, timeout=5).status_code
+    except requests.RequestException:
+        return None
+
+
+def test_woof_serve_survives_torchserve_restart_and_stops_cleanly(tiny_archives, data_root, tmp_path):
+    ports = free_ports(6)
+    config = render_config(ROOT / "config.properties", tmp_path / "config.properties", {
+        "inference_address": f"http://127.0.0.1:{ports[0]}", "management_address": f"http://127.0.0.1:{ports[1]}",
+        "metrics_address": f"http://127.0.0.1:{ports[2]}", "grpc_inference_port": str(ports[3]),
+        "grpc_management_port": str(ports[4]), "model_store": str(tiny_archives), "load_models": "tiny-onnx.mar"})
+    env = {**os.environ, "TMPDIR": str(tmp_path), "TEMP": str(tmp_path), "LOG_LOCATION": str(tmp_path / "logs"),
+           "METRICS_LOCATION": str(tmp_path / "logs"), "WOOF_STATE_DIR": str(tmp_path / "state"),
+           "OMP_NUM_THREADS": "1", "WOOF_READ_TIMEOUT": "10"}
+    for key in ("WOOF_TORCHSERVE_URL", "WOOF_TORCHSERVE_MGMT_URL", "WOOF_DEFAULT_MODEL", "WOOF_MODEL_STORE",
+                "PROMETHEUS_MULTIPROC_DIR"):
+        env.pop(key, None)
+    gateway = f"http://127.0.0.1:{ports[5]}"
+    woof = Path(sys.executable).parent / "woof"
+    serve = subprocess.Popen([str(woof), "serve", "--config", str(config), "--bind", f"127.0.0.1:{ports[5]}",
+                              "--workers", "1", "--threads", "4"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    jpeg = val_images(data_root)[0][0].read_bytes()
+
+    def predict():
+        return requests.post(f"{gateway}/predict", data=jpeg, headers={"Content-Type": "image/jpeg"}, timeout=30)
+
+    try:
+        wait_for(lambda: status(f"{gateway}/readyz") == 200 or serve.poll() is not None, 200, "the gateway")
+        assert serve.poll() is None, serve.stdout.read()
+        r = predict()
+        assert r.status_code == 200 and r.json()["model"] == "tiny-onnx"  # the default: first of load_models
+        assert (tmp_path / "logs" / "gateway.pid").is_file() and (tmp_path / "logs" / "gateway.log").is_file()
+
+        # TorchServe goes away under traffic: quick 503s with Retry-After, /readyz says so, /healthz stays up
+        answers, stop = [], threading.Event()
+
+        def traffic():
+            while not stop.is_set():
+                start = time.perf_counter()
+                try:
+                    r = predict()
+                    answers.append((r.status_code, time.perf_counter() - start, r.headers.get("Retry-After")))
+                except requests.RequestException as e:  # a hang or a dropped connection fails the test below
+                    answers.append((type(e).__name__, time.perf_counter() - start, None))
+                time.sleep(0.1)
+
+        thread = threading.Thread(target=traffic)
+        thread.start()
+        time.sleep(0.5)
+        stopped = subprocess.run([str(Path(sys.executable).parent / "torchserve"), "--stop", "--foreground"],
+                                 env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        wait_for(lambda: ping(f"http://127.0.0.1:{ports[0]}") is None, 30, "TorchServe to stop")
+        time.sleep(1.5)
+        assert status(f"{gateway}/readyz") == 503 and status(f"{gateway}/healthz") == 200
+        down = predict()
+        assert down.status_code == 503 and down.json()["error"]["code"] == "torchserve_unavailable"
+        assert down.headers["Retry-After"]
+
+        start_torchserve(config, cwd=tmp_path, env=env, timeout=150, log=lambda *a: None)
+        wait_for(lambda: predict().status_code == 200, 30, "the gateway to recover")
+        stop.set()
+        thread.join(60)
+        kinds = {a[0] for a in answers}
+        assert kinds <= {200, 503}, answers
+        assert 503 in kinds and answers[-1][0] == 200, answers
+        assert all(seconds < 5 for code, seconds, _ in answers if code == 503), answers  # no hanging on a dead server
+        assert all(retry for code, _, retry in answers if code == 503)
+
+        # SIGTERM: woof serve stops the gateway, then TorchServe, and exits 0
+        serve.send_signal(signal.SIGTERM)
+        output, _ = serve.communicate(timeout=120)
+        assert serve.returncode == 0, output
+        assert "stopped" in output and status(f"{gateway}/healthz") is None
+        assert ping(f"http://127.0.0.1:{ports[0]}") is None
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGTERM)
+            serve.wait(120)
+        subprocess.run([str(Path(sys.executable).parent / "torchserve"), "--stop", "--foreground"], env=env,
+                       cwd=tmp_path, capture_output=True, timeout=90)
