@@ -26,7 +26,7 @@ class Settings:
     connect_timeout: float = 2.0  # WOOF_CONNECT_TIMEOUT (s)
     read_timeout: float = 30.0  # WOOF_READ_TIMEOUT (s): one prediction
     admin_timeout: float = 300.0  # WOOF_ADMIN_TIMEOUT (s): registering/scaling loads models
-    max_inflight: int = 8  # WOOF_MAX_INFLIGHT: concurrent TorchServe calls per gateway process
+    max_inflight: int = 4  # WOOF_MAX_INFLIGHT: concurrent TorchServe calls per gateway process (< its threads)
     queue_timeout: float = 5.0  # WOOF_QUEUE_TIMEOUT (s) to wait for a slot before 503
     rate_limit: float = 20.0  # WOOF_RATE_LIMIT: requests/s per client (0 = off)
     rate_burst: int = 40  # WOOF_RATE_BURST

@@ -12,6 +12,7 @@ from pathlib import Path
 # prometheus_client picks its multiprocess value class at import: set the folder before anything imports it
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="woof-prometheus-")
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 bind = [os.environ.get("WOOF_GATEWAY_BIND") or "127.0.0.1:8000"]
 workers = int(os.environ.get("WOOF_GATEWAY_WORKERS") or 2)
@@ -23,6 +24,9 @@ keepalive = 5
 accesslog = os.environ.get("WOOF_GATEWAY_ACCESS_LOG") or None
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s client=%({x-client-id}i)s'
 proc_name = "woof-gateway"
+# gunicorn 24+ opens a control socket at one fixed path per user: several gateways (tests, load test)
+# would take it from each other, and woof needs none of its commands
+control_socket_disable = True
 
 
 def on_starting(server):

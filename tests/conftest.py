@@ -121,6 +121,8 @@ def gateway(tmp_path_factory, torchserve):
     `Authorization: Bearer <token>`), `.torchserve` (the torchserve fixture object), `.default_model`
     ("tiny-onnx", WOOF_DEFAULT_MODEL), `.state_dir` (its shared state file's folder), `.store` (the model
     store), `.logs` (gateway.log, gateway_access.log), `.env` (the gateway's environment overrides).
+    Limits as deployed: 10 MB uploads, 20 requests/s per client (burst 40) counted per `X-Client-Id`
+    header, else per peer address, so a test sending many requests should send its own client ids.
     Tests that change the default model or the A/B split must put them back.
     """
     from types import SimpleNamespace

@@ -306,6 +306,8 @@ def start_gateway(env: dict[str, str] | None = None, bind: str = GATEWAY_BIND, w
     session, so a Ctrl-C in the terminal reaches `woof serve`, which then stops it in order."""
     env = {**os.environ, **(env or {})}
     env.setdefault("WOOF_STATE_DIR", str(Path(log_dir) / "gateway"))
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path(log_dir) / "gateway" / "prometheus"))
+    Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     url = gateway_url(bind)
     if _http_ok(f"{url}/healthz"):
