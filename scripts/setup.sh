@@ -21,4 +21,14 @@ if [ -z "${java_major:-}" ] || [ "$java_major" -lt 17 ]; then
   echo "setup: WARNING: TorchServe needs Java 17+ (found: ${java_major:-none})." >&2
   echo "       Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless" >&2
 fi
+# The web-page test (tests/test_web.py) drives Debian's chromium + chromium-driver (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing chromium and chromium-driver (for tests/test_web.py)"
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; } ||
+      echo "setup: WARNING: apt-get could not install chromium; tests/test_web.py will fail" >&2
+  else
+    echo "setup: note: tests/test_web.py needs /usr/bin/chromium: sudo apt-get install -y chromium chromium-driver" >&2
+  fi
+fi
 echo "setup: done. Try: .venv/bin/woof predict path/to/dog.jpg"

@@ -1,0 +1,232 @@
+"""The web page at `/`, in a real browser (Debian's chromium driven by Playwright) against the real stack of
+the `gateway` fixture: TorchServe with the tiny test archives, plus the shipped default archive
+(model_store/lite0-onnx.mar) registered through the gateway's admin API for these tests."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ROOT, val_images
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+REAL_MODEL = "lite0-onnx"
+SCREENSHOT = ROOT / "reports" / "web" / "screenshot.png"
+DESKTOP = {"width": 1000, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.fail(f"the browser tests need Debian's chromium at {CHROMIUM}: apt-get install -y chromium "
+                    "chromium-driver (scripts/setup.sh installs them when it runs as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:  # (the page's CSP forbids eval: waits use locators, not JS strings)
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=90_000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def real_model(gateway):
+    """The shipped default archive, registered in the test stack through POST /admin/register."""
+    archive = gateway.store / f"{REAL_MODEL}.mar"
+    shutil.copy(ROOT / "model_store" / f"{REAL_MODEL}.mar", archive)
+    auth = {"Authorization": f"Bearer {gateway.admin_token}"}
+    r = requests.post(f"{gateway.url}/admin/register", json={"archive": archive.name}, headers=auth, timeout=300)
+    assert r.status_code == 201, r.text
+    try:
+        yield REAL_MODEL
+    finally:
+        requests.post(f"{gateway.url}/admin/unregister", json={"model": REAL_MODEL}, headers=auth, timeout=300)
+        archive.unlink(missing_ok=True)
+
+
+class Page:
+    """A browser tab on the gateway's page that records every request and every script error."""
+
+    def __init__(self, browser, gateway, viewport, **options):
+        self.context = browser.new_context(viewport=viewport, **options)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(60_000)
+        self.requests, self.errors = [], []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        # (a 4xx answer to fetch() is logged by Chromium as "Failed to load resource": expected here)
+        self.page.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
+                     and self.errors.append(m.text))
+        self.page.goto(f"{gateway.url}/")
+        self.page.wait_for_selector("#model:not([disabled])")
+
+    def choose(self, path=None, **file):
+        self.page.set_input_files("#file", str(path) if path else file)
+
+    def result(self) -> dict:
+        self.page.wait_for_selector("#result:not([hidden])")
+        top = self.page.locator("#top li")
+        return {
+            "breeds": top.locator(".breed").all_inner_texts(),
+            "percent": top.locator(".pct").all_inner_texts(),
+            "bars": [self.page.evaluate("e => e.style.width", b) for b in top.locator(".bar span").element_handles()],
+            "answer": self.page.inner_text("#answer") if self.page.is_visible("#answer") else None,
+            "unknown": self.page.is_visible("#unknown"),
+            "meta": self.page.inner_text("#meta"),
+        }
+
+    def error(self) -> str:
+        self.page.wait_for_selector("#error:not([hidden])")
+        assert not self.page.is_visible("#result")
+        return self.page.inner_text("#error")
+
+    def close(self):
+        self.context.close()
+
+
+def api_answer(gateway, path: Path, model: str) -> dict:
+    with open(path, "rb") as f:
+        r = requests.post(f"{gateway.url}/predict", params={"model": model, "top_k": 3},
+                          files={"file": (path.name, f, "image/jpeg")}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def assert_shows(shown: dict, answer: dict) -> None:
+    """The page shows exactly the gateway's answer: top 3, percentages, bars, the open-set verdict, model."""
+    assert shown["breeds"] == [e["breed"] for e in answer["top_k"][:3]]
+    assert shown["percent"] == [f"{e['probability'] * 100:.1f} %" for e in answer["top_k"][:3]]
+    assert shown["bars"] == [f"{e['probability'] * 100:.1f}%" for e in answer["top_k"][:3]]
+    assert shown["unknown"] == (not answer["is_known_breed"])
+    top = answer["top_k"][0]["breed"]
+    article = "an" if top[0].lower() in "aeiou" else "a"
+    assert shown["answer"] == (None if shown["unknown"] else f"Looks like {article} {top}")
+    assert re.fullmatch(rf"Model {re.escape(answer['model'])} {re.escape(answer['model_version'])}"
+                        r" · answered in \d+ ms", shown["meta"]), shown["meta"]
+
+
+def test_page_is_local_phone_sized_and_lists_the_models(gateway, browser, real_model):
+    tab = Page(browser, gateway, PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    try:
+        page = tab.page
+        models = requests.get(f"{gateway.url}/models", timeout=30).json()
+        options = page.locator("#model option")
+        assert sorted(options.evaluate_all("os => os.map(o => o.value)")) == sorted(m["name"] for m in models["models"])
+        assert page.eval_on_selector("#model", "s => s.value") == models["default"] == gateway.default_model
+        assert f"{REAL_MODEL} 1.0.0" in options.all_inner_texts()
+        assert "up to 10 MB" in page.inner_text("#limit")
+        # the phone's file chooser and camera: images only, the camera input asks for the rear camera
+        assert page.get_attribute("#file", "accept") == "image/*"
+        assert page.get_attribute("#camera", "accept") == "image/*"
+        assert page.get_attribute("#camera", "capture") == "environment"
+        # fits a 390 px phone screen: no sideways scrolling, buttons big enough to tap
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        for box in (page.locator(".buttons .button").nth(i).bounding_box() for i in range(2)):
+            assert box["height"] >= 44 and box["width"] >= 120
+        # everything comes from the gateway itself: no CDN, no other host
+        assert tab.requests and all(u.startswith(gateway.url) for u in tab.requests), tab.requests
+        csp = requests.get(f"{gateway.url}/", timeout=30).headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_a_real_val_photo_gets_its_breed_and_a_screenshot(gateway, browser, real_model, data_root, tmp_path):
+    from playwright.sync_api import expect
+
+    photo, wnid = next((p, w) for p, w in val_images(data_root) if w == "n02111889")  # Samoyed
+    tab = Page(browser, gateway, DESKTOP)
+    try:
+        page = tab.page
+        page.select_option("#model", REAL_MODEL)
+        assert "efficientnet_lite0" in page.inner_text("#model-info")
+        tab.choose(photo)
+        shown = tab.result()
+        answer = api_answer(gateway, photo, REAL_MODEL)
+        assert answer["top_k"][0]["wnid"] == wnid and answer["is_known_breed"]
+        assert_shows(shown, answer)
+        assert shown["answer"] == "Looks like a Samoyed"
+        assert page.evaluate("document.getElementById('preview').naturalWidth") > 0  # the preview
+        tab.page.screenshot(path=str(tmp_path / "web-result.png"), full_page=True)
+
+        # another model from the picker: the same photo is sent again, the answer names that model
+        page.select_option("#model", "tiny")
+        expect(page.locator("#meta")).to_have_text(re.compile(r"^Model tiny "), timeout=60_000)
+        assert_shows(tab.result(), api_answer(gateway, photo, "tiny"))
+        assert tab.errors == []
+    finally:
+        tab.close()
+    assert (tmp_path / "web-result.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "web-result.png", SCREENSHOT)  # the README's picture
+
+
+def test_drag_and_drop_and_the_not_a_breed_message(gateway, browser, real_model, tmp_path):
+    from PIL import Image
+    from skimage import data as skimage_data
+
+    cat = tmp_path / "cat.jpg"
+    Image.fromarray(skimage_data.chelsea()).save(cat, quality=92)
+    tab = Page(browser, gateway, PHONE, is_mobile=True, has_touch=True)
+    try:
+        page = tab.page
+        page.select_option("#model", REAL_MODEL)
+        drop = page.evaluate_handle("""([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type: "image/jpeg"}));
+            return transfer;
+        }""", [base64.b64encode(cat.read_bytes()).decode(), cat.name])
+        page.dispatch_event("#drop", "drop", {"dataTransfer": drop})
+        shown = tab.result()
+        answer = api_answer(gateway, cat, REAL_MODEL)
+        assert answer["is_known_breed"] is False  # the calibrated open-set rule rejects a cat
+        assert_shows(shown, answer)
+        assert shown["unknown"] and shown["answer"] is None
+        assert "not look like one of the 10 breeds" in page.inner_text("#unknown")
+        page.screenshot(path=str(tmp_path / "web-not-a-breed-phone.png"), full_page=True)
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_text_files_and_too_large_files_get_clear_messages(gateway, browser, tmp_path):
+    tab = Page(browser, gateway, PHONE, is_mobile=True, has_touch=True)
+    try:
+        page = tab.page
+        text = b"This is a shopping list, not a photo.\n" * 20
+        # a text file: the page refuses it before uploading
+        tab.choose(name="notes.txt", mimeType="text/plain", buffer=text)
+        message = tab.error()
+        assert "“notes.txt” is not an image" in message and "Please choose a photo" in message
+        # a text file that claims to be a JPEG: the gateway refuses it and the page says why
+        answer = requests.post(f"{gateway.url}/predict", files={"file": ("dog.jpg", io.BytesIO(text), "image/jpeg")},
+                               timeout=30)
+        assert answer.status_code in (415, 422)
+        page.evaluate("document.getElementById('error').hidden = true")
+        with page.expect_response(lambda r: "/predict" in r.url) as response:
+            tab.choose(name="dog.jpg", mimeType="image/jpeg", buffer=text)
+        assert response.value.status == answer.status_code
+        message = tab.error()
+        assert "could not be read as an image" in message or "not an image woof can read" in message
+        # over the gateway's upload limit (10 MB): refused on the phone, nothing is sent
+        sent = len(tab.requests)
+        tab.choose(name="huge.jpg", mimeType="image/jpeg", buffer=b"\xff\xd8\xff" + b"\0" * (12 * 1024 * 1024))
+        message = tab.error()
+        assert "too large (12 MB)" in message and "The limit is 10 MB" in message
+        assert len(tab.requests) == sent
+        page.screenshot(path=str(tmp_path / "web-too-large-phone.png"), full_page=True)
+        assert tab.errors == []
+    finally:
+        tab.close()
