@@ -34,7 +34,8 @@ ENV WOOF_HOME=/opt/woof \
 # docker-install.sh installs the Java runtime with apt-get, then the venv and the code into /opt/woof.
 RUN --mount=type=bind,source=.,target=/tmp/woof-src \
     /tmp/woof-src/scripts/docker-install.sh \
-    && useradd --system --no-log-init --uid 10001 --user-group --home-dir /opt/woof/state \
+    && groupadd --system --gid 10001 woof \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /opt/woof/state \
        --shell /usr/sbin/nologin woof \
     && chown -R woof:woof /opt/woof/logs /opt/woof/state
 

@@ -44,6 +44,7 @@ if [ -z "$major" ] || [ "$major" -lt 17 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing openjdk-17-jre-headless"
     apt-get update -q
+    mkdir -p /usr/share/man/man1  # slim images drop it; the JRE's update-alternatives links into it
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openjdk-17-jre-headless
     rm -rf /var/lib/apt/lists/*
   else

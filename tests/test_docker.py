@@ -308,12 +308,21 @@ def test_install_script_and_entrypoint_serve_predictions(clean_home, data_root, 
             top = body["top_k"][0]
             assert BREEDS[top["wnid"]] == top["breed"]
             correct += top["wnid"] == wnid
+        print(f"through entrypoint.sh: {correct}/10 val photos named right by the default model")
         assert correct >= 8, f"only {correct}/10 val photos named right by the default model"
         models = requests.get(f"{url}/models", timeout=30).json()
         assert models["default"] == "lite0-onnx"
         page = requests.get(f"{url}/", timeout=30)
         assert page.status_code == 200 and "/ui/app.js" in page.text
         assert requests.get(f"{url}/ui/app.js", timeout=30).status_code == 200  # installed package data
+
+        # the compose file's second service: `entrypoint.sh bot`, with the bot's code and libraries installed
+        bot = subprocess.run([entrypoint, "bot", "--help"], env=run_env, capture_output=True, text=True,
+                             preexec_fn=as_user, timeout=60)
+        assert bot.returncode == 0 and "WOOF_TELEGRAM_TOKEN" in bot.stdout, bot.stdout + bot.stderr
+        imports = subprocess.run([entrypoint, "python", "-c", "import bot.app, telegram.ext"], env=run_env,
+                                 capture_output=True, text=True, preexec_fn=as_user, timeout=60)
+        assert imports.returncode == 0, imports.stderr[-2000:]
 
         # written by the unprivileged user only where the image lets it write
         if root:
