@@ -202,6 +202,22 @@ def print_row(r: dict) -> None:
         print(f"    first error: {r['first_error']}", flush=True)
 
 
+def targets(direct: dict, gateway: dict, growth: dict) -> str:
+    """The gateway issue's figures for the first model (they assume the fastest archive, concurrency 8)."""
+    checks = [
+        (">= 80 req/s", gateway["rps"] >= 80, f"{gateway['rps']:.1f}"),
+        ("p99 < 200 ms", (gateway["p99_ms"] or 1e9) < 200, fmt(gateway["p99_ms"])),
+        ("0 errors over >= 5000 requests", gateway["errors"] == 0 and gateway["requests"] >= 5000,
+         f"{gateway['errors']} / {gateway['requests']}"),
+        ("memory growth < 10 %", all(g is not None and g < 10 for g in growth.values()),
+         ", ".join(f"{k} {fmt(v)} %" for k, v in growth.items())),
+        ("overhead <= 20 % of direct req/s", direct["rps"] > 0 and gateway["rps"] >= 0.8 * direct["rps"],
+         f"{100 * (1 - gateway['rps'] / direct['rps']):.1f} %" if direct["rps"] else "-"),
+    ]
+    return f"targets ({gateway['case']} through the gateway): " + "; ".join(
+        f"{name}: {'met' if ok else 'NOT met'} ({value})" for name, ok, value in checks)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", default="lite0-onnx",
@@ -300,6 +316,7 @@ def run(args) -> int:
                   f"{fmt(end_mem['gateway'], 0)} MB ({fmt(growth['gateway'])} %), TorchServe "
                   f"{fmt(start_mem['torchserve'], 0)} -> {fmt(end_mem['torchserve'], 0)} MB "
                   f"({fmt(growth['torchserve'])} %)", flush=True)
+            print(targets(rows[0], rows[1], growth), flush=True)
         finally:
             stop_gateway(gateway_process)
     if args.json:

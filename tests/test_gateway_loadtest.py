@@ -29,5 +29,6 @@ def test_loadtest_script_measures_direct_gateway_and_ab(torchserve, tmp_path, ca
         assert r["memory_mb"]["gateway_after"] > 0 and r["memory_mb"]["torchserve_after"] > 0, r
     assert "tiny-onnx" in rows[-1]["note"] and "tiny " in rows[-1]["note"]  # both arms answered
     assert printed.count("gateway/direct req/s") == 2 and "memory over the whole run" in printed
+    assert "targets (tiny-onnx through the gateway): >= 80 req/s:" in printed
     assert loadtest.main(["--models", "tiny-onnx", "--torchserve-url", "http://10.1.2.3:8080",
                           "--mgmt-url", "http://10.1.2.3:8081", "--store", str(torchserve.store)]) == 2
