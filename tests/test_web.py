@@ -94,9 +94,11 @@ class Page:
         self.context.close()
 
 
-def api_answer(gateway, path: Path, model: str) -> dict:
+def api_answer(gateway, path: Path, model: str | None, client_id: str | None = None) -> dict:
+    params = {"top_k": 3, **({"model": model} if model else {})}
+    headers = {"X-Client-Id": client_id} if client_id else {}
     with open(path, "rb") as f:
-        r = requests.post(f"{gateway.url}/predict", params={"model": model, "top_k": 3},
+        r = requests.post(f"{gateway.url}/predict", params=params, headers=headers,
                           files={"file": (path.name, f, "image/jpeg")}, timeout=60)
     assert r.status_code == 200, r.text
     return r.json()
@@ -106,12 +108,14 @@ def assert_shows(shown: dict, answer: dict) -> None:
     """The page shows exactly the gateway's answer: top 3, percentages, bars, the open-set verdict, model."""
     assert shown["breeds"] == [e["breed"] for e in answer["top_k"][:3]]
     assert shown["percent"] == [f"{e['probability'] * 100:.1f} %" for e in answer["top_k"][:3]]
-    assert shown["bars"] == [f"{e['probability'] * 100:.1f}%" for e in answer["top_k"][:3]]
+    assert [float(w.removesuffix("%")) for w in shown["bars"]] == [
+        float(f"{e['probability'] * 100:.1f}") for e in answer["top_k"][:3]]
     assert shown["unknown"] == (not answer["is_known_breed"])
     top = answer["top_k"][0]["breed"]
     article = "an" if top[0].lower() in "aeiou" else "a"
     assert shown["answer"] == (None if shown["unknown"] else f"Looks like {article} {top}")
-    assert re.fullmatch(rf"Model {re.escape(answer['model'])} {re.escape(answer['model_version'])}"
+    group = {"split-a": " · A/B test: group A", "split-b": " · A/B test: group B"}.get(answer.get("route"), "")
+    assert re.fullmatch(rf"Model {re.escape(answer['model'])} {re.escape(answer['model_version'])}{group}"
                         r" · answered in \d+ ms", shown["meta"]), shown["meta"]
 
 
@@ -121,9 +125,13 @@ def test_page_is_local_phone_sized_and_lists_the_models(gateway, browser, real_m
         page = tab.page
         models = requests.get(f"{gateway.url}/models", timeout=30).json()
         options = page.locator("#model option")
-        assert sorted(options.evaluate_all("os => os.map(o => o.value)")) == sorted(m["name"] for m in models["models"])
-        assert page.eval_on_selector("#model", "s => s.value") == models["default"] == gateway.default_model
-        assert f"{REAL_MODEL} 1.0.0" in options.all_inner_texts()
+        values = options.evaluate_all("os => os.map(o => o.value)")
+        assert values[0] == "" and sorted(values[1:]) == sorted(m["name"] for m in models["models"])
+        # preselected: "Automatic", which sends no model, so the gateway's default (or A/B split) decides
+        assert page.eval_on_selector("#model", "s => s.value") == ""
+        texts = options.all_inner_texts()
+        assert models["default"] == gateway.default_model and texts[0] == f"Automatic ({gateway.default_model})"
+        assert f"{gateway.default_model} 1.0.0 (default)" in texts and f"{REAL_MODEL} 1.0.0" in texts
         assert "up to 10 MB" in page.inner_text("#limit")
         # the phone's file chooser and camera: images only, the camera input asks for the rear camera
         assert page.get_attribute("#file", "accept") == "image/*"
@@ -229,4 +237,41 @@ def test_text_files_and_too_large_files_get_clear_messages(gateway, browser, tmp
         page.screenshot(path=str(tmp_path / "web-too-large-phone.png"), full_page=True)
         assert tab.errors == []
     finally:
+        tab.close()
+
+
+def test_automatic_follows_the_default_model_and_the_ab_split(gateway, browser, data_root):
+    photo, _ = val_images(data_root)[0]
+    auth = {"Authorization": f"Bearer {gateway.admin_token}"}
+    tab = Page(browser, gateway, DESKTOP)
+    try:
+        page = tab.page
+        with page.expect_request(lambda r: "/predict" in r.url) as sent:
+            tab.choose(photo)
+        assert "model=" not in sent.value.url
+        client = sent.value.headers["x-client-id"]
+        assert re.fullmatch(r"web-[0-9a-f]{24}", client)  # kept in localStorage: the same group every time
+        shown = tab.result()
+        answer = api_answer(gateway, photo, None, client)
+        assert answer["model"] == gateway.default_model and answer["route"] == "default"
+        assert_shows(shown, answer)
+
+        r = requests.post(f"{gateway.url}/admin/split", json={"a": "tiny-onnx", "b": "tiny", "b_percent": 50},
+                          headers=auth, timeout=60)
+        assert r.status_code == 200, r.text
+        page.reload()
+        page.wait_for_selector("#model:not([disabled])")
+        assert page.inner_text("#model option:first-child") == "Automatic (A/B test: tiny-onnx / tiny)"
+        assert "50 % of visitors get tiny" in page.inner_text("#model-info")
+        with page.expect_request(lambda r: "/predict" in r.url) as sent:
+            tab.choose(photo)
+        assert sent.value.headers["x-client-id"] == client
+        shown = tab.result()
+        answer = api_answer(gateway, photo, None, client)  # the same browser: the same group
+        assert answer["route"] in ("split-a", "split-b")
+        assert_shows(shown, answer)
+        assert "A/B test: group" in shown["meta"]
+        assert tab.errors == []
+    finally:
+        requests.delete(f"{gateway.url}/admin/split", headers=auth, timeout=60)
         tab.close()

@@ -43,21 +43,27 @@
     return parts.join(" · ");
   }
 
-  function normaliseModels(body) {
-    // {"models": [...], "default": "name"} or a plain list; every entry has a name.
-    const list = Array.isArray(body) ? body : (body.models || []);
-    const marked = list.find((m) => m.default === true) || {};
-    return { list: list.filter((m) => m.name), defaultName: typeof body.default === "string" ? body.default : marked.name };
-  }
+  // The first choice, "Automatic", names no model: the gateway answers with its default model, or with
+  // the A/B split's group of this browser (sticky: a random id kept in localStorage, sent as X-Client-Id).
+  let defaultName = null;
+  let split = null;
 
   async function loadModels() {
     try {
       const response = await fetch("/models", { headers: { Accept: "application/json" } });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const { list, defaultName } = normaliseModels(await response.json());
+      const body = await response.json();
+      const list = (body.models || []).filter((m) => m && m.name);
       if (!list.length) throw new Error("no models");
+      defaultName = body.default || (list.find((m) => m.default === true) || {}).name || null;
+      split = body.split || null;
       els.model.textContent = "";
       models = {};
+      const auto = document.createElement("option");
+      auto.value = "";
+      auto.textContent = split ? `Automatic (A/B test: ${split.a} / ${split.b})` :
+        `Automatic (${defaultName || "the default model"})`;
+      els.model.append(auto);
       for (const m of list) {
         models[m.name] = m;
         const option = document.createElement("option");
@@ -65,16 +71,16 @@
         const version = m.version || (m.card && m.card.version);
         option.textContent = `${m.name}${version ? " " + version : ""}${m.name === defaultName ? " (default)" : ""}` +
           (m.status && m.status !== "READY" ? " (not ready)" : "");
-        if (m.name === defaultName) option.selected = true;
         els.model.append(option);
       }
+      els.model.value = "";
       els.model.disabled = false;
       showModelInfo();
     } catch (e) {
       els.model.textContent = "";
       const option = document.createElement("option");
       option.value = "";
-      option.textContent = "default model";
+      option.textContent = "Automatic";
       els.model.append(option);
       els.model.disabled = true;
       els.modelInfo.textContent = "The model list is not available right now; the default model will answer.";
@@ -82,8 +88,30 @@
   }
 
   function showModelInfo() {
-    const m = models[els.model.value];
-    els.modelInfo.textContent = m ? cardText(m) : "";
+    const name = els.model.value;
+    if (name) {
+      els.modelInfo.textContent = models[name] ? cardText(models[name]) : "";
+    } else if (split) {
+      els.modelInfo.textContent = `An A/B test is running: ${split.b_percent} % of visitors get ${split.b}, ` +
+        `the others ${split.a}.`;
+    } else {
+      const m = models[defaultName];
+      els.modelInfo.textContent = m ? cardText(m) : "";
+    }
+  }
+
+  function clientId() {
+    try {
+      let id = localStorage.getItem("woof-client-id");
+      if (!id) {
+        // crypto.getRandomValues works on plain http too (randomUUID needs https)
+        id = "web-" + Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
+        localStorage.setItem("woof-client-id", id);
+      }
+      return id;
+    } catch (e) {
+      return null; // storage disabled: the gateway falls back to the address
+    }
   }
 
   // ------------------------------------------------------------------ files
@@ -160,7 +188,10 @@
     if (els.model.value) params.set("model", els.model.value);
     let response, body;
     try {
-      response = await fetch(`/predict?${params}`, { method: "POST", body: form, headers: { Accept: "application/json" } });
+      const headers = { Accept: "application/json" };
+      const id = clientId();
+      if (id) headers["X-Client-Id"] = id;
+      response = await fetch(`/predict?${params}`, { method: "POST", body: form, headers });
       body = await response.json().catch(() => null);
     } catch (e) {
       if (mine === request) showError("Cannot reach the server. Check your connection and try again.");
@@ -209,8 +240,9 @@
       els.top.append(li);
     }
     const latency = typeof body.latency_ms === "number" ? `${Math.round(body.latency_ms)} ms` : "";
+    const group = { "split-a": "A", "split-b": "B" }[body.route];
     els.meta.textContent = `Model ${body.model}${body.model_version ? " " + body.model_version : ""}` +
-      (latency ? ` · answered in ${latency}` : "");
+      (group ? ` · A/B test: group ${group}` : "") + (latency ? ` · answered in ${latency}` : "");
     els.result.hidden = false;
   }
 
