@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import socket
 import threading
 import time
@@ -21,7 +20,7 @@ from gateway import create_app
 from gateway.state import split_bucket
 from training.breeds import WNIDS
 
-from .conftest import val_images
+from .conftest import torch_threads, val_images
 
 TIMEOUT = 60
 
@@ -299,10 +298,15 @@ def test_admin_endpoints_are_off_without_a_token(gateway, tmp_path):
     assert r.status_code == 403 and r.json["error"]["code"] == "admin_disabled"
 
 
-def test_promotion_flow_register_split_default_rollback(gateway, photos, spec_schema):
-    """train -> archive (the session's tiny model, archived by the fixtures) -> register -> A/B split ->
-    set default -> roll back -> unregister, all through the gateway's admin API."""
-    shutil.copy(gateway.store / "tiny-onnx.mar", gateway.store / "tiny-candidate.mar")
+def test_promotion_flow_register_split_default_rollback(gateway, photos, spec_schema, tiny_model_dir, data_root,
+                                                         capsys):
+    """train (the session's tiny model) -> woof archive -> register -> A/B split -> set default -> roll back
+    -> unregister while traffic flows, through the gateway's admin API."""
+    from training.cli import main
+
+    with torch_threads(1):
+        assert main(["archive", "--model-dir", str(tiny_model_dir), "--name", "tiny-candidate", "--format", "onnx",
+                     "--store", str(gateway.store), "--data", str(data_root)]) == 0, capsys.readouterr().err
 
     def call(method, path, payload=None, status=200):
         r = admin(gateway, method, path, payload)
