@@ -139,6 +139,7 @@ def test_page_is_local_phone_sized_and_lists_the_models(gateway, browser, real_m
         assert page.get_attribute("#camera", "capture") == "environment"
         # fits a 390 px phone screen: no sideways scrolling, buttons big enough to tap
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        assert page.is_visible(".button.camera")  # a touch screen: the camera button is there
         for box in (page.locator(".buttons .button").nth(i).bounding_box() for i in range(2)):
             assert box["height"] >= 44 and box["width"] >= 120
         # everything comes from the gateway itself: no CDN, no other host
@@ -157,6 +158,7 @@ def test_a_real_val_photo_gets_its_breed_and_a_screenshot(gateway, browser, real
     tab = Page(browser, gateway, DESKTOP)
     try:
         page = tab.page
+        assert not page.is_visible(".button.camera")  # a computer with a mouse: no camera button
         page.select_option("#model", REAL_MODEL)
         assert "efficientnet_lite0" in page.inner_text("#model-info")
         tab.choose(photo)
