@@ -425,7 +425,7 @@ def test_saturated_gateway_answers_503_with_retry_after(torchserve, tmp_path, ph
 
 
 def test_rate_limit_per_client(torchserve, tmp_path, photos):
-    _, client = app_client(torchserve, tmp_path, rate_limit=0.5, rate_burst=2)
+    _, client = app_client(torchserve, tmp_path, rate_limit=0.01, rate_burst=2)  # ~no refill during the test
 
     def send(client_id):
         return client.post("/predict", data=photos[0], content_type="image/jpeg", headers={"X-Client-Id": client_id})
