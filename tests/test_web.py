@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ import requests
 
 from tests.conftest import ROOT, val_images
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("WOOF_CHROMIUM") or "/usr/bin/chromium")  # Debian's; never a downloaded one
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 REAL_MODEL = "lite0-onnx"
@@ -24,7 +25,7 @@ DESKTOP = {"width": 1000, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: set up before the stack, so a missing Chromium fails at once
 def browser():
     if not CHROMIUM.is_file():
         pytest.fail(f"the browser tests need Debian's chromium at {CHROMIUM}: apt-get install -y chromium "
@@ -119,7 +120,7 @@ def assert_shows(shown: dict, answer: dict) -> None:
                         r" · answered in \d+ ms", shown["meta"]), shown["meta"]
 
 
-def test_page_is_local_phone_sized_and_lists_the_models(gateway, browser, real_model):
+def test_page_is_local_phone_sized_and_lists_the_models(browser, gateway, real_model):
     tab = Page(browser, gateway, PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
     try:
         page = tab.page
@@ -151,7 +152,7 @@ def test_page_is_local_phone_sized_and_lists_the_models(gateway, browser, real_m
         tab.close()
 
 
-def test_a_real_val_photo_gets_its_breed_and_a_screenshot(gateway, browser, real_model, data_root, tmp_path):
+def test_a_real_val_photo_gets_its_breed_and_a_screenshot(browser, gateway, real_model, data_root, tmp_path):
     from playwright.sync_api import expect
 
     photo, wnid = next((p, w) for p, w in val_images(data_root) if w == "n02111889")  # Samoyed
@@ -182,7 +183,7 @@ def test_a_real_val_photo_gets_its_breed_and_a_screenshot(gateway, browser, real
     shutil.copy(tmp_path / "web-result.png", SCREENSHOT)  # the README's picture
 
 
-def test_drag_and_drop_and_the_not_a_breed_message(gateway, browser, real_model, tmp_path):
+def test_drag_and_drop_and_the_not_a_breed_message(browser, gateway, real_model, tmp_path):
     from PIL import Image
     from skimage import data as skimage_data
 
@@ -211,7 +212,7 @@ def test_drag_and_drop_and_the_not_a_breed_message(gateway, browser, real_model,
         tab.close()
 
 
-def test_text_files_and_too_large_files_get_clear_messages(gateway, browser, tmp_path):
+def test_text_files_and_too_large_files_get_clear_messages(browser, gateway, tmp_path):
     tab = Page(browser, gateway, PHONE, is_mobile=True, has_touch=True)
     try:
         page = tab.page
@@ -242,7 +243,7 @@ def test_text_files_and_too_large_files_get_clear_messages(gateway, browser, tmp
         tab.close()
 
 
-def test_automatic_follows_the_default_model_and_the_ab_split(gateway, browser, data_root):
+def test_automatic_follows_the_default_model_and_the_ab_split(browser, gateway, data_root):
     photo, _ = val_images(data_root)[0]
     auth = {"Authorization": f"Bearer {gateway.admin_token}"}
     tab = Page(browser, gateway, DESKTOP)
