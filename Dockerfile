@@ -5,7 +5,7 @@
 #   docker build -t woof .                                    # CPU-only torch (the default)
 #   docker build --build-arg TORCH_INDEX_URL= -t woof .       # torch from PyPI instead (CUDA build, ~5x bigger)
 #   docker run --rm -p 8000:8000 woof                         # web page + API on http://localhost:8000
-#   docker run --rm -e WOOF_TELEGRAM_TOKEN=... -e WOOF_GATEWAY_URL=http://HOST:8000 woof bot
+#   docker run --rm --no-healthcheck -e WOOF_TELEGRAM_TOKEN=... -e WOOF_GATEWAY_URL=http://HOST:8000 woof bot
 #   docker compose up --build                                 # both services: docker-compose.yml
 #
 # Ports: 8000 is the gateway (web page, /predict, /models, /healthz, /readyz, /metrics, /admin/...),

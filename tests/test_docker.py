@@ -97,6 +97,7 @@ def test_compose_runs_the_stack_and_the_bot_from_one_image():
     assert "WOOF_TELEGRAM_TOKEN" in bot["environment"], "the token is passed through from the environment"
     assert "WOOF_GATEWAY_URL=http://stack:8000" in bot["environment"]
     assert bot["depends_on"]["stack"]["condition"] == "service_healthy"
+    assert bot["healthcheck"] == {"disable": True}, "the image's HEALTHCHECK asks the gateway, not the bot"
     # TorchServe stays on loopback inside the container: nothing of it is published
     from training.serve import read_properties
 
