@@ -38,10 +38,17 @@ MODEL_REF = {"$ref": "#/components/schemas/Model"}
 MODEL_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"}
 
 
-def _json(schema: dict | str, description: str) -> dict:
+REQUEST_ID_HEADER = {"X-Request-Id": {"required": True, "schema": {"type": "string"},
+                                     "description": "the request's id (also sent to TorchServe)"}}
+RETRY_AFTER_HEADER = {"Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1},
+                                      "description": "seconds to wait before trying again"}}
+
+
+def _json(schema: dict | str, description: str, headers: dict | None = None) -> dict:
     if isinstance(schema, str):
         schema = {"$ref": f"#/components/schemas/{schema}"}
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {"description": description, "headers": {**REQUEST_ID_HEADER, **(headers or {})},
+            "content": {"application/json": {"schema": schema}}}
 
 
 def _errors(*statuses: int) -> dict:
@@ -51,7 +58,7 @@ def _errors(*statuses: int) -> dict:
             429: "rate limited (see Retry-After)", 500: "internal error (no stack trace)",
             502: "TorchServe failed", 503: "TorchServe down, busy or not ready (see Retry-After)",
             504: "TorchServe too slow"}
-    return {str(s): _json("Error", text[s]) for s in statuses}
+    return {str(s): _json("Error", text[s], RETRY_AFTER_HEADER if s in (429, 503) else None) for s in statuses}
 
 
 def _admin(summary: str, request: dict | None, answer: dict, ok: str = "200", extra=()) -> dict:
@@ -119,6 +126,7 @@ def spec(settings) -> dict:
                                                            "ready"), **_errors(500, 503, 504)}}},
             "/metrics": {"get": {"summary": "Prometheus metrics of all gateway workers",
                                  "responses": {"200": {"description": "text exposition format",
+                                                       "headers": REQUEST_ID_HEADER,
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": {"200": _json({"type": "object"}, "OpenAPI 3")}}},
