@@ -48,6 +48,11 @@ def read_image() -> bytes:
         data = upload.read()
     elif _image_type(mimetype):
         data = request.get_data(cache=False)
+        # a chunked body has no Content-Length for werkzeug to refuse up front: it stops reading at the
+        # limit and returns what it has, which must not be mistaken for a whole (truncated) image
+        if request.content_length is None and len(data) >= current_app.config["MAX_CONTENT_LENGTH"]:
+            raise ApiError(413, "payload_too_large", f"the upload is over the limit of "
+                                                     f"{ext().settings.max_upload_mb:g} MB")
     elif not mimetype and not request.content_length:
         data = b""
     else:

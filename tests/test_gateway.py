@@ -106,6 +106,8 @@ def test_predict_real_photos_raw_and_multipart_matches_torchserve(gateway, photo
                                headers={"Content-Type": "image/jpeg"}, timeout=TIMEOUT).json()
         assert body["top_k"] == direct["top_k"] and body["is_known_breed"] == direct["is_known_breed"]
         assert body["dog_probability"] == direct["dog_probability"]
+    chunked = post(gateway, iter([photos[0][:1000], photos[0][1000:]]))  # no Content-Length
+    assert chunked.status_code == 200 and chunked.json()["top_k"] == post(gateway, photos[0]).json()["top_k"]
     # another archive by name; the torchscript and ONNX exports of one model agree
     by_name = post(gateway, photos[0], params={"model": "tiny", "top_k": 1})
     assert by_name.status_code == 200 and by_name.json()["route"] == "requested"
@@ -180,6 +182,7 @@ BAD_INPUTS = {
     "over the upload limit": (413, "payload_too_large", lambda g, p: post(g, p + bytes(11 * 1024 * 1024))),
     "multipart over the limit": (413, "payload_too_large", lambda g, p: post(
         g, files={"file": ("big.jpg", p + bytes(11 * 1024 * 1024), "image/jpeg")})),
+    "chunked over the limit": (413, "payload_too_large", lambda g, p: post(g, iter([p, bytes(11 * 1024 * 1024)]))),
     "unknown model": (404, "unknown_model", lambda g, p: post(g, p, params={"model": "no-such-model"})),
     "model name with a path": (404, "unknown_model", lambda g, p: post(g, p, params={"model": "../models"})),
     "top_k out of range": (400, "bad_request", lambda g, p: post(g, p, params={"top_k": 11})),
