@@ -193,7 +193,7 @@ def row(case: str, target: str, result: LoadResult, mem: dict, extra: str = "") 
 
 def print_row(r: dict) -> None:
     mem = r["memory_mb"]
-    print(f"{r['case']:<22} {r['target']:<11} {r['rps']:>7.1f} {fmt(r['p50_ms']):>7} {fmt(r['p95_ms']):>7} "
+    print(f"{r['case']:<28} {r['target']:<11} {r['rps']:>7.1f} {fmt(r['p50_ms']):>7} {fmt(r['p95_ms']):>7} "
           f"{fmt(r['p99_ms']):>7} {r['errors']:>6} {r['requests']:>8}  "
           f"gw {fmt(mem.get('gateway_before'), 0)}->{fmt(mem.get('gateway_after'), 0)} MB  "
           f"ts {fmt(mem.get('torchserve_before'), 0)}->{fmt(mem.get('torchserve_after'), 0)} MB  {r['note']}",
@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8, help="client threads (default: %(default)s)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per case at most (default: %(default)s)")
     p.add_argument("--requests", type=int, default=10000, help="requests per case at most (default: %(default)s)")
+    p.add_argument("--warmup", type=float, default=5.0,
+                   help="seconds (at most; 20 requests per client) of untimed warm-up per model and target")
     p.add_argument("--ab", type=float, default=10.0, metavar="PERCENT",
                    help="with 2+ models: share of clients sent to the second one in the A/B case (default 10)")
     p.add_argument("--workers", type=int, default=int(os.environ.get("WOOF_GATEWAY_WORKERS") or 2),
@@ -276,8 +278,18 @@ def run(args) -> int:
             def memory() -> dict:
                 return {"gateway": rss_mb(gateway_process.pid), "torchserve": rss_mb(ts_pid)}
 
+            cold = memory()
+            # Warm-up, untimed: workers import lazily and grow their pools on first use, which is not growth
+            # under load; the memory baseline is taken after it.
+            for name in names:
+                run_load(ts.url, f"/predictions/{name}", bodies, args.concurrency, args.warmup, 20 * args.concurrency)
+                run_load(gateway, f"/predict?model={name}", bodies, args.concurrency, args.warmup,
+                         20 * args.concurrency, client_ids=1000)
             start_mem = memory()
-            print(f"\n{'case':<22} {'target':<11} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+            print(f"memory cold: gateway {fmt(cold['gateway'], 0)} MB, TorchServe {fmt(cold['torchserve'], 0)} MB; "
+                  f"after the warm-up: {fmt(start_mem['gateway'], 0)} MB, {fmt(start_mem['torchserve'], 0)} MB",
+                  flush=True)
+            print(f"\n{'case':<28} {'target':<11} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
                   f"{'errors':>6} {'requests':>8}  memory (RSS, before -> after)", flush=True)
             for name in names:
                 for target, url, path in (("torchserve", ts.url, f"/predictions/{name}"),
@@ -292,7 +304,7 @@ def run(args) -> int:
                     print_row(rows[-1])
                 direct, through = rows[-2]["rps"], rows[-1]["rps"]
                 if direct:
-                    print(f"{'':<22} gateway/direct req/s = {through / direct:.3f} "
+                    print(f"{'':<28} gateway/direct req/s = {through / direct:.3f} "
                           f"(overhead {100 * (1 - through / direct):.1f} %)", flush=True)
             if len(names) >= 2:
                 a, b = names[0], names[1]
@@ -312,7 +324,7 @@ def run(args) -> int:
             end_mem = memory()
             growth = {k: (100 * (end_mem[k] / start_mem[k] - 1) if start_mem[k] and end_mem[k] else None)
                       for k in start_mem}
-            print(f"\nmemory over the whole run: gateway {fmt(start_mem['gateway'], 0)} -> "
+            print(f"\nmemory from after the warm-up to the end: gateway {fmt(start_mem['gateway'], 0)} -> "
                   f"{fmt(end_mem['gateway'], 0)} MB ({fmt(growth['gateway'])} %), TorchServe "
                   f"{fmt(start_mem['torchserve'], 0)} -> {fmt(end_mem['torchserve'], 0)} MB "
                   f"({fmt(growth['torchserve'])} %)", flush=True)
