@@ -27,10 +27,6 @@ def client_id() -> str:
     return (request.headers.get("X-Client-Id") or "").strip()[:200] or f"ip:{request.remote_addr}"
 
 
-def effective_default() -> str:
-    return ext().state.read().get("default") or ext().settings.default_model
-
-
 def _image_type(mimetype: str) -> bool:
     return mimetype.startswith("image/") or mimetype in RAW_TYPES
 
