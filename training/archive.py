@@ -9,6 +9,7 @@ and renamed into place, so model_store never holds half a .mar.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -154,7 +155,8 @@ def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | P
                "--serialized-file", str(serialized), "--handler", str(handler_file()),
                "--extra-files", f"{work / CARD_FILE},{preprocess_file()}",
                "--export-path", str(work), "--archive-format", "default", "--force"]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        # the archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps parallel builds apart
+        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(work)})
         built = work / f"{name}.mar"
         if result.returncode != 0 or not built.is_file():
             detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
