@@ -19,7 +19,7 @@ class Settings:
     torchserve_url: str = "http://127.0.0.1:8080"  # WOOF_TORCHSERVE_URL
     torchserve_mgmt_url: str = "http://127.0.0.1:8081"  # WOOF_TORCHSERVE_MGMT_URL
     admin_token: str = ""  # WOOF_ADMIN_TOKEN; empty = admin endpoints off
-    default_model: str = "lite0-onnx"  # WOOF_DEFAULT_MODEL (until an admin sets another)
+    default_model: str = "lite0-int8"  # WOOF_DEFAULT_MODEL (until an admin sets another)
     max_upload_mb: float = 10.0  # WOOF_MAX_UPLOAD_MB
     model_store: str = str(REPO / "model_store")  # WOOF_MODEL_STORE: the archives TorchServe loads from
     state_dir: str = str(REPO / "logs" / "gateway")  # WOOF_STATE_DIR: default model + A/B split, shared

@@ -36,7 +36,8 @@ VARIANTS = {  # name -> (what changes, settings)
     "naive": ("naive: random head, BN trained, lr 1e-3",
               dict(head_init="random", freeze_bn=False, lr=1e-3)),
 }
-FULL_RECIPE = ROOT / "training" / "configs" / "lite0.yaml"
+FULL_RECIPE = ROOT / "training" / "configs" / "lite0.yaml"  # the plain recipe
+DISTILL_RECIPE = ROOT / "training" / "configs" / "lite0_distill.yaml"  # + the Lite2 teacher: lite0 since 1.1.0
 ALPHAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
@@ -62,7 +63,7 @@ def main() -> int:
     print(f"zero-shot on the hold-out: {fmt_acc(rows[0])}")
 
     # The full recipe first: its alpha sweep decides the committed models; the variants explain.
-    wise_rows = full_recipe_and_wise(root, runs, held, spec) if args.full else []
+    wise_rows = full_recipe_and_wise(root, runs, held, spec) + [distilled(root, runs, held)] if args.full else []
     for name in filter(None, args.variants.split(",")):
         what, settings = VARIANTS[name]
         out = runs / f"{name}-e{args.epochs}"
@@ -89,7 +90,8 @@ def main() -> int:
              f"Train on 90 % of imagewoof2 train ({len(list_samples(root, 'train')) - len(held)} images), score on "
              f"the stratified 10 % hold-out ({len(held)} images, seed 0); val is not used. "
              f"Variants: {args.epochs} epoch(s) of {BASE['train_size']} px crops, evaluated at {BASE['eval_size']} px; "
-             "wise_* rows: the full committed Lite0 recipe, its final weights mixed with the zero-shot start. "
+             "wise_* rows: the full plain Lite0 recipe (4 epochs), its final weights mixed with the zero-shot start; "
+             "distill: the same recipe with the Lite2 fine-tune as teacher. "
              f"Command: `.venv/bin/python scripts/ablate_recipe.py{' --full' if args.full else ''}`.", "",
              "| variant | what changes | hold-out top-1 (95 % CI) |", "|---|---|---|"]
     for r in rows:
@@ -116,13 +118,30 @@ def full_recipe_and_wise(root, runs, held, spec) -> list[dict]:
         model.load_state_dict(fine_tuned)
         mix(model, card["architecture"], alpha, start)
         logits, labels = predict_logits(model, held, spec)
-        what = ("committed Lite0 recipe" if alpha == 1 else f"WiSE-FT: weights {alpha:.0%} fine-tuned, "
-                f"{1 - alpha:.0%} zero-shot")
+        what = ("plain Lite0 recipe, training/configs/lite0.yaml" if alpha == 1
+                else f"WiSE-FT: weights {alpha:.0%} fine-tuned, {1 - alpha:.0%} zero-shot")
         rows.append({"variant": f"wise_{alpha:.1f}", "what": f"{what} ({config.epochs} epochs, "
                      f"{config.train_size} px)", "epochs": config.epochs,
                      **accuracy_entry(int((logits.argmax(1) == labels).sum()), len(labels))})
         print(f"{rows[-1]['variant']}: {fmt_acc(rows[-1])}")
     return rows
+
+
+def distilled(root, runs, held) -> dict:
+    """The plain recipe plus distillation from the Lite2 fine-tune (which trained on all of train, hold-out
+    included: the student never sees the hold-out, but the teacher's soft labels come from a model that did)."""
+    out = runs / "lite0-distill"
+    config = TrainConfig.load(DISTILL_RECIPE, {"holdout": BASE["holdout"], "seed": BASE["seed"],
+                                               "name": "lite0-distill"})
+    if not (out / "model.safetensors").exists():
+        train(config, root, out, resume=(out / "last.pt").exists(), progress=False)
+    with (out / "history.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    row = {"variant": "distill", "what": f"plain recipe + distillation from lite2 (alpha {config.distill_alpha}, "
+           f"T {config.distill_temperature:g}; training/configs/lite0_distill.yaml, the committed lite0 since 1.1.0)",
+           "epochs": config.epochs, **accuracy_entry(round(float(last["holdout_acc"]) * len(held)), len(held))}
+    print(f"distill: {fmt_acc(row)}")
+    return row
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ cp "$src/scripts/entrypoint.sh" "$home/app/scripts/"
 shopt -s nullglob
 archives=("$src"/model_store/*.mar)
 if [ ${#archives[@]} -eq 0 ]; then
-  say "no archives in $src/model_store (the default one is lite0-onnx.mar)" >&2
+  say "no archives in $src/model_store (the default one is lite0-int8.mar)" >&2
   exit 1
 fi
 cp "${archives[@]}" "$home/app/model_store/"

@@ -11,8 +11,8 @@ Everything runs on loopback. By default it starts its own TorchServe (free ports
 with the chosen archives and its own gateway, and stops both at the end; --torchserve-url/--mgmt-url
 use a running TorchServe instead (archives it lacks are registered, then unregistered).
 
-    .venv/bin/python scripts/loadtest.py --models lite0-onnx --duration 20
-    .venv/bin/python scripts/loadtest.py --models lite0-onnx,lite0-int8 --ab 10 --duration 60 --requests 5000
+    .venv/bin/python scripts/loadtest.py --models lite0-int8 --duration 20
+    .venv/bin/python scripts/loadtest.py --models lite0-int8,lite0-onnx --ab 10 --duration 60 --requests 5000
 
 Run it on an otherwise idle machine: the clients, the gateway and TorchServe share its CPUs.
 """
@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from training.bench import LoadResult, Server, find_archives, free_ports  # noqa: E402
 from training.errors import WoofError  # noqa: E402
-from training.serve import start_gateway, stop_gateway  # noqa: E402
+from training.serve import CONFIG, read_properties, start_gateway, stop_gateway  # noqa: E402
 
 
 class Client:
@@ -220,7 +220,7 @@ def targets(direct: dict, gateway: dict, growth: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", default="lite0-onnx",
+    p.add_argument("--models", default="lite0-int8",
                    help="archives of the store, comma-separated (default: %(default)s)")
     p.add_argument("--store", default=str(REPO / "model_store"), help="model store (default: %(default)s)")
     p.add_argument("--data", default=os.environ.get("WOOF_DATA_ROOT") or str(REPO.parent / "shared" / "data" /
@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds (at most; 20 requests per client) of untimed warm-up per model and target")
     p.add_argument("--ab", type=float, default=10.0, metavar="PERCENT",
                    help="with 2+ models: share of clients sent to the second one in the A/B case (default 10)")
+    p.add_argument("--ts-workers", type=int, default=int(read_properties(CONFIG).get("default_workers_per_model", 1)),
+                   help="TorchServe workers per model when the script starts TorchServe (default: config.properties)")
     p.add_argument("--workers", type=int, default=int(os.environ.get("WOOF_GATEWAY_WORKERS") or 2),
                    help="gunicorn workers of the gateway (default: %(default)s)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("WOOF_GATEWAY_THREADS") or 8),
@@ -257,10 +259,12 @@ def run(args) -> int:
     archives = find_archives(Path(args.store), names)
     bodies = val_jpegs(Path(args.data), args.images)
     print(f"{len(bodies)} val JPEGs, {args.concurrency} clients, at most {args.duration:g} s and {args.requests} "
-          f"requests per case; gateway {args.workers} workers x {args.threads} threads; {os.cpu_count()} CPUs",
+          f"requests per case; gateway {args.workers} workers x {args.threads} threads; TorchServe "
+          f"{args.ts_workers} workers per model; {os.cpu_count()} CPUs",
           flush=True)
     rows = []
-    with Server(Path(args.store), args.torchserve_url, args.mgmt_url, log=lambda m: print(m, flush=True)) as ts:
+    with Server(Path(args.store), args.torchserve_url, args.mgmt_url, log=lambda m: print(m, flush=True),
+                workers=args.ts_workers) as ts:
         for archive in archives:
             ts.register(archive)
         ts_pid = listening_pid(urllib.parse.urlsplit(ts.url).port)

@@ -79,7 +79,14 @@ def main() -> int:
                          **common, "training": f"{card['recipe']['epochs']} epochs, {minutes:.0f} min",
                          "val": source["val"], "subset": source["val_imagenet_val_subset"],
                          "images_per_s": speed[0], "latency_ms": speed[1]})
-        label = f"WiSE-FT alpha {wise['alpha']}" if wise else "fine-tune"
+        for old in card.get("previous_versions", []):  # what a retrained model replaced, for comparison
+            rows.append({"model": f"{card['name']} {old['version']} ({card['architecture']} fine-tune, "
+                                  f"{old['recipe']})", **common, "training": old.get("training", ""),
+                         "val": old["val"], "subset": old["val_imagenet_val_subset"],
+                         "images_per_s": speed[0], "latency_ms": speed[1]})
+        teacher = card.get("recipe", {}).get("teacher")
+        label = (f"WiSE-FT alpha {wise['alpha']}" if wise
+                 else f"distilled from {Path(teacher).name}" if teacher else "fine-tune")
         rows.append({"model": f"{card['name']} {card['version']} ({card['architecture']} {label})", **common,
                      "training": f"{card['recipe']['epochs']} epochs, {minutes:.0f} min"
                                  + (" + weight mix" if wise else ""),

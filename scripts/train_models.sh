@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Train, evaluate and calibrate the committed models (default: lite0, then lite2). Idempotent and
-# resumable: run it again after a crash or Ctrl-C; each model continues from its last finished
-# epoch, and finished steps are skipped.
-#   WOOF_DATA_ROOT=../shared/data/imagewoof2-160 scripts/train_models.sh [lite0] [lite2]
+# Train, evaluate and calibrate the committed models (default: lite2, then lite0, which is distilled
+# from lite2 and so needs it first). Idempotent and resumable: run it again after a crash or Ctrl-C;
+# each model continues from its last finished epoch, and finished steps are skipped.
+#   WOOF_DATA_ROOT=../shared/data/imagewoof2-160 scripts/train_models.sh [lite2] [lite0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WOOF_DATA_ROOT="${WOOF_DATA_ROOT:-../shared/data/imagewoof2-160}"
@@ -12,14 +12,15 @@ has() {  # has CARD KEY: the card has a non-empty KEY
     2>/dev/null
 }
 models=("$@")
-[ ${#models[@]} -gt 0 ] || models=(lite0 lite2)
+[ ${#models[@]} -gt 0 ] || models=(lite2 lite0)
+declare -A recipe=([lite0]=lite0_distill [lite2]=lite2)  # lite0 1.0.0 was training/configs/lite0.yaml
 for name in "${models[@]}"; do
   out="training/checkpoints/$name"
   if ! has "$out/card.json" metrics; then
     if [ -f "$out/last.pt" ]; then
       $woof train --out "$out" --resume --quiet
     else
-      $woof train --config "training/configs/$name.yaml" --out "$out" --name "$name" --quiet
+      $woof train --config "training/configs/${recipe[$name]:-$name}.yaml" --out "$out" --name "$name" --quiet
     fi
     $woof eval "$out" --baseline --update-card --quiet
   fi

@@ -3,7 +3,7 @@
 No Telegram and no mocks: `woof bot` runs as a subprocess with WOOF_TELEGRAM_API_URL pointing at
 tests/telegram_standin.py (a real HTTP server speaking the Bot API wire format) and WOOF_GATEWAY_URL
 at the session's gateway + TorchServe (conftest `gateway`), or at a dead port for the gateway-down
-cases. The accuracy cases use the committed lite0-onnx archive, registered for this module.
+cases. The accuracy cases use the committed lite0-int8 archive, registered for this module.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from training.breeds import BREEDS, WNIDS
 
 TOKEN = "7000000001:AAHtest-Secret_token-0123456789abcdefg"
 WOOF = Path(sys.executable).parent / "woof"
-LITE0 = "lite0-onnx"
+LITE0 = "lite0-int8"
 RATE = (6, 3.0)  # per-user limit of the bots under test: 6 messages per 3 s
 
 DOWN = "not reachable right now"
@@ -149,7 +149,7 @@ def offline(tmp_path_factory, dead_gateway):
 
 @pytest.fixture(scope="module")
 def lite0(gateway):
-    """The committed lite0-onnx archive, registered in the session's TorchServe for this module."""
+    """The committed lite0-int8 archive, registered in the session's TorchServe for this module."""
     headers = {"Authorization": f"Bearer {gateway.admin_token}"}
     listed = httpx.get(f"{gateway.url}/models", timeout=30).json()["models"]
     if any(m["name"] == LITE0 for m in listed):
@@ -356,7 +356,7 @@ def test_webhook_mode_checks_the_secret_token(tmp_path, dead_gateway):
 # ---------------------------------------------------------------- photos through the real gateway
 def test_photos_of_breeds_are_named(online, gateway, lite0, photos):
     api, _ = online
-    assert "lite0-onnx" in use_model(api, 200, lite0)
+    assert "lite0-int8" in use_model(api, 200, lite0)
     wnids = [WNIDS[i] for i in (2, 5, 8, 9)]  # beagle, Australian terrier, Samoyed, dingo
     messages = api.push(*[api.photo(200, photos[w]) for w in wnids])
     for wnid, m in zip(wnids, messages):
@@ -364,7 +364,7 @@ def test_photos_of_breeds_are_named(online, gateway, lite0, photos):
         truth = ask_gateway(gateway.url, photos[wnid], lite0)
         assert headline_breed(reply) == BREEDS[wnid] == truth["top_k"][0]["breed"], reply
         assert guesses(reply)[0] == (BREEDS[wnid], f"{truth['top_k'][0]['probability']:.0%}")
-        assert len(guesses(reply)) == 3 and "model: lite0-onnx" in reply
+        assert len(guesses(reply)) == 3 and "model: lite0-int8" in reply
 
 
 def test_a_cat_is_not_one_of_the_breeds(online, gateway, lite0):
@@ -426,8 +426,11 @@ def test_a_burst_of_30_photos_meets_the_rate_limit_and_the_bot_survives(online, 
 def test_about_shows_models_versions_and_accuracy(online, lite0):
     api, _ = online
     text = ask(api, 205, "/about")
-    assert "<b>lite0-onnx</b> 1.0.0" in text and "efficientnet_lite0" in text and "224 px" in text
-    assert "95.6% top-1 on Imagewoof val" in text
+    from training.archive import archive_card
+
+    card = archive_card(ROOT / "model_store" / f"{LITE0}.mar")  # what the archive itself says
+    assert f"<b>{LITE0}</b> {card['version']}" in text and "efficientnet_lite0" in text and "224 px" in text
+    assert f"{card['metrics']['val']['top1']:.1%} top-1 on Imagewoof val" in text
     assert "<b>tiny-onnx</b>" in text and "(default)" in text
 
 

@@ -228,7 +228,7 @@ def test_install_script_and_entrypoint_serve_predictions(clean_home, data_root, 
     # 1. the build context, as `docker build` sends it
     context = clean_home / "context"
     copied = docker_context(ROOT, context)
-    assert "scripts/docker-install.sh" in copied and "model_store/lite0-onnx.mar" in copied
+    assert "scripts/docker-install.sh" in copied and "model_store/lite0-int8.mar" in copied
     assert not [p for p in copied if p.startswith(("tests/", ".git/", ".venv/", "training/checkpoints/"))]
 
     # 2. RUN scripts/docker-install.sh, into a folder of its own
@@ -305,14 +305,14 @@ def test_install_script_and_entrypoint_serve_predictions(clean_home, data_root, 
                 r = requests.post(f"{url}/predict", files={"file": (path.name, f, "image/jpeg")}, timeout=60)
             assert r.status_code == 200, r.text
             body = r.json()
-            assert body["model"] == "lite0-onnx" and body["model_version"]
+            assert body["model"] == "lite0-int8" and body["model_version"]
             top = body["top_k"][0]
             assert BREEDS[top["wnid"]] == top["breed"]
             correct += top["wnid"] == wnid
         print(f"through entrypoint.sh: {correct}/10 val photos named right by the default model")
         assert correct >= 8, f"only {correct}/10 val photos named right by the default model"
         models = requests.get(f"{url}/models", timeout=30).json()
-        assert models["default"] == "lite0-onnx"
+        assert models["default"] == "lite0-int8"
         page = requests.get(f"{url}/", timeout=30)
         assert page.status_code == 200 and "/ui/app.js" in page.text
         assert requests.get(f"{url}/ui/app.js", timeout=30).status_code == 200  # installed package data

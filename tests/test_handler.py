@@ -157,7 +157,7 @@ def test_repository_config_is_loopback_only(tmp_path):
         assert props[key].startswith("http://127.0.0.1:"), key
     assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
     assert props["disable_token_authorization"] == "true" and props["enable_model_api"] == "true"
-    assert int(props["max_request_size"]) >= 12_000_000 and props["load_models"] == "lite0-onnx.mar"
+    assert int(props["max_request_size"]) >= 12_000_000 and props["load_models"] == "lite0-int8.mar"
     copy = read_properties(render_config(ROOT / "config.properties", tmp_path / "c", {"model_store": "/x", "a": "1"}))
     assert copy == {**props, "model_store": "/x", "a": "1"}
 

@@ -83,16 +83,41 @@ def test_config_typo_names_the_setting_and_suggests_the_fix(tmp_path):
     ({"head_init": "imagenet", "pretrained": "none"}, "head_init"),
     ({"crop_scale": [0.9, 0.1]}, "crop_scale"),
     ({"amp": "fp8"}, "amp"),
+    ({"teacher": "/nowhere/lite2"}, "teacher /nowhere/lite2 is not a trained model folder"),
+    ({"distill_alpha": 1.5}, "distill_alpha"),
+    ({"distill_temperature": 0}, "distill_temperature"),
 ])
 def test_invalid_settings_are_refused(values, message):
     with pytest.raises(WoofError, match=message):
         TrainConfig.from_dict(values)
 
 
+def test_distillation_matches_the_teacher(tmp_path, data_root, tiny_model_dir):
+    """The distillation loss is zero when the student says what the teacher says and grows as they part;
+    a student trains from a real teacher folder and its card names the teacher."""
+    import torch
+
+    from training.models import default_preprocessing
+    from training.train import _load_teacher
+
+    config = TrainConfig(epochs=1, batch_size=12, limit_per_class=6, train_size=96, eval_size=112, workers=0,
+                         warmup_epochs=0.5, teacher=str(tiny_model_dir), distill_alpha=1.0)
+    spec = default_preprocessing(config.model, config.eval_size)
+    teacher = _load_teacher(config, spec, torch.device("cpu"), torch.contiguous_format)
+    images = torch.rand(4, 3, 96, 96) * 2 - 1
+    with torch.no_grad():
+        agree = teacher.model(images)
+    assert teacher.loss(images, agree).item() < 1e-5
+    assert teacher.loss(images, agree + torch.randn_like(agree) * 3).item() > 0.1
+    summary = train(config, data_root, tmp_path / "student", progress=False)
+    assert summary["card"]["recipe"]["teacher"] == str(tiny_model_dir)
+    assert (tmp_path / "student" / "model.safetensors").is_file()
+
+
 def test_shipped_recipes_load():
     root = Path(__file__).resolve().parents[1] / "training" / "configs"
     names = sorted(p.stem for p in root.glob("*.yaml"))
-    assert {"lite0", "lite2"} <= set(names)
+    assert {"lite0", "lite0_distill", "lite2"} <= set(names)
     for name in names:
         assert TrainConfig.load(root / f"{name}.yaml").epochs >= 1
 

@@ -1,6 +1,6 @@
 """The web page at `/`, in a real browser (Debian's chromium driven by Playwright) against the real stack of
 the `gateway` fixture: TorchServe with the tiny test archives, plus the shipped default archive
-(model_store/lite0-onnx.mar) registered through the gateway's admin API for these tests."""
+(model_store/lite0-int8.mar) registered through the gateway's admin API for these tests."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, val_images
+from training.archive import archive_card
 
 CHROMIUM = Path(os.environ.get("WOOF_CHROMIUM") or "/usr/bin/chromium")  # Debian's; never a downloaded one
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-REAL_MODEL = "lite0-onnx"
+REAL_MODEL = "lite0-int8"
 SCREENSHOT = ROOT / "reports" / "web" / "screenshot.png"
 DESKTOP = {"width": 1000, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -62,8 +63,10 @@ class Page:
         self.context = browser.new_context(viewport=viewport, **options)
         self.page = self.context.new_page()
         self.page.set_default_timeout(60_000)
-        self.requests, self.errors = [], []
+        self.requests, self.errors, self.predictions = [], [], []
         self.page.on("request", lambda r: self.requests.append(r.url))
+        # the page's own /predict answers: what it shows must be exactly these
+        self.page.on("response", lambda r: "/predict" in r.url and self.predictions.append(r))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         # (a 4xx answer to fetch() is logged by Chromium as "Failed to load resource": expected here)
         self.page.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
@@ -86,6 +89,11 @@ class Page:
             "meta": self.page.inner_text("#meta"),
         }
 
+    def answer(self) -> dict:
+        """The JSON of the page's latest /predict answer."""
+        assert self.predictions, "the page sent no /predict request"
+        return self.predictions[-1].json()
+
     def error(self) -> str:
         self.page.wait_for_selector("#error:not([hidden])")
         assert not self.page.is_visible("#result")
@@ -105,12 +113,19 @@ def api_answer(gateway, path: Path, model: str | None, client_id: str | None = N
     return r.json()
 
 
+def js_fixed1(x: float) -> str:
+    """JavaScript's x.toFixed(1): the exact binary value rounded, ties up (Python's format rounds ties to even)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return str(Decimal(x).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
 def assert_shows(shown: dict, answer: dict) -> None:
     """The page shows exactly the gateway's answer: top 3, percentages, bars, the open-set verdict, model."""
     assert shown["breeds"] == [e["breed"] for e in answer["top_k"][:3]]
-    assert shown["percent"] == [f"{e['probability'] * 100:.1f} %" for e in answer["top_k"][:3]]
+    assert shown["percent"] == [f"{js_fixed1(e['probability'] * 100)} %" for e in answer["top_k"][:3]]
     assert [float(w.removesuffix("%")) for w in shown["bars"]] == [
-        float(f"{e['probability'] * 100:.1f}") for e in answer["top_k"][:3]]
+        float(js_fixed1(e["probability"] * 100)) for e in answer["top_k"][:3]]
     assert shown["unknown"] == (not answer["is_known_breed"])
     top = answer["top_k"][0]["breed"]
     article = "an" if top[0].lower() in "aeiou" else "a"
@@ -132,7 +147,8 @@ def test_page_is_local_phone_sized_and_lists_the_models(browser, gateway, real_m
         assert page.eval_on_selector("#model", "s => s.value") == ""
         texts = options.all_inner_texts()
         assert models["default"] == gateway.default_model and texts[0] == f"Automatic ({gateway.default_model})"
-        assert f"{gateway.default_model} 1.0.0 (default)" in texts and f"{REAL_MODEL} 1.0.0" in texts
+        version = archive_card(ROOT / "model_store" / f"{REAL_MODEL}.mar")["version"]
+        assert f"{gateway.default_model} 1.0.0 (default)" in texts and f"{REAL_MODEL} {version}" in texts
         assert "up to 10 MB" in page.inner_text("#limit")
         # the phone's file chooser and camera: images only, the camera input asks for the rear camera
         assert page.get_attribute("#file", "accept") == "image/*"
@@ -164,9 +180,11 @@ def test_a_real_val_photo_gets_its_breed_and_a_screenshot(browser, gateway, real
         assert "efficientnet_lite0" in page.inner_text("#model-info")
         tab.choose(photo)
         shown = tab.result()
-        answer = api_answer(gateway, photo, REAL_MODEL)
-        assert answer["top_k"][0]["wnid"] == wnid and answer["is_known_breed"]
+        answer = tab.answer()
+        assert answer["model"] == REAL_MODEL and answer["top_k"][0]["wnid"] == wnid and answer["is_known_breed"]
         assert_shows(shown, answer)
+        again = api_answer(gateway, photo, REAL_MODEL)  # the API agrees on the verdict
+        assert again["top_k"][0]["wnid"] == wnid and again["is_known_breed"]
         assert shown["answer"] == "Looks like a Samoyed"
         assert page.evaluate("document.getElementById('preview').naturalWidth") > 0  # the preview
         tab.page.screenshot(path=str(tmp_path / "web-result.png"), full_page=True)
@@ -174,7 +192,9 @@ def test_a_real_val_photo_gets_its_breed_and_a_screenshot(browser, gateway, real
         # another model from the picker: the same photo is sent again, the answer names that model
         page.select_option("#model", "tiny")
         expect(page.locator("#meta")).to_have_text(re.compile(r"^Model tiny "), timeout=60_000)
-        assert_shows(tab.result(), api_answer(gateway, photo, "tiny"))
+        assert_shows(tab.result(), tab.answer())
+        assert tab.answer()["model"] == "tiny"
+        assert tab.answer()["top_k"][0]["wnid"] == api_answer(gateway, photo, "tiny")["top_k"][0]["wnid"]
         assert tab.errors == []
     finally:
         tab.close()
@@ -202,9 +222,10 @@ def test_drag_and_drop_and_the_not_a_breed_message(browser, gateway, real_model,
         }""", [base64.b64encode(cat.read_bytes()).decode(), cat.name])
         page.dispatch_event("#drop", "drop", {"dataTransfer": drop})
         shown = tab.result()
-        answer = api_answer(gateway, cat, REAL_MODEL)
-        assert answer["is_known_breed"] is False  # the calibrated open-set rule rejects a cat
+        answer = tab.answer()
+        assert answer["model"] == REAL_MODEL and answer["is_known_breed"] is False  # the open-set rule: a cat
         assert_shows(shown, answer)
+        assert api_answer(gateway, cat, REAL_MODEL)["is_known_breed"] is False
         assert shown["unknown"] and shown["answer"] is None
         assert "not look like one of the 10 breeds" in page.inner_text("#unknown")
         page.screenshot(path=str(tmp_path / "web-not-a-breed-phone.png"), full_page=True)
@@ -256,7 +277,7 @@ def test_automatic_follows_the_default_model_and_the_ab_split(browser, gateway, 
         client = sent.value.headers["x-client-id"]
         assert re.fullmatch(r"web-[0-9a-f]{24}", client)  # kept in localStorage: the same group every time
         shown = tab.result()
-        answer = api_answer(gateway, photo, None, client)
+        answer = tab.answer()
         assert answer["model"] == gateway.default_model and answer["route"] == "default"
         assert_shows(shown, answer)
 
@@ -271,9 +292,11 @@ def test_automatic_follows_the_default_model_and_the_ab_split(browser, gateway, 
             tab.choose(photo)
         assert sent.value.headers["x-client-id"] == client
         shown = tab.result()
-        answer = api_answer(gateway, photo, None, client)  # the same browser: the same group
+        answer = tab.answer()
         assert answer["route"] in ("split-a", "split-b")
         assert_shows(shown, answer)
+        same_client = api_answer(gateway, photo, None, client)  # the same client id: the same group, by hash
+        assert (same_client["route"], same_client["model"]) == (answer["route"], answer["model"])
         assert "A/B test: group" in shown["meta"]
         assert tab.errors == []
     finally:

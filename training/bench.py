@@ -626,8 +626,8 @@ def markdown(rows: list[dict], meta: dict[str, Any]) -> str:
              f"- load: {meta['concurrency']} concurrent clients on loopback (keep-alive connection each), "
              f"{meta['load_limit']} per archive, rotating through {meta['load_images']} distinct val JPEGs "
              f"(mean {meta['load_kb']:.0f} KB) held in memory; latency is client side, request sent to "
-             "answer read (with one worker per archive, a closed loop of this many clients keeps the queue "
-             "full: latency is then mostly waiting, about concurrency x service time); "
+             "answer read (with fewer workers than clients, a closed loop keeps the queue full: latency is "
+             "then mostly waiting, about concurrency / workers x service time); "
              "errors = non-200 or transport failures",
              f"- in-process: the archive's own model file (TorchScript module or onnxruntime session), "
              f"batch {INPROC_BATCH} of preprocessed val images, images/s (decoding and preprocessing not included)",
@@ -714,7 +714,10 @@ def command_line(args) -> str:
                         ("--url", args.url), ("--mgmt-url", args.mgmt_url), ("--concurrency", args.concurrency),
                         ("--duration", args.duration), ("--requests", args.requests),
                         ("--limit-per-class", args.limit_per_class),
-                        ("--inprocess-threads", args.inprocess_threads), ("--out", args.out)):
+                        ("--inprocess-threads", args.inprocess_threads), ("--out", args.out),
+                        ("--workers", args.workers), ("--batch-size", args.batch_size),
+                        ("--max-batch-delay", args.max_batch_delay if args.batch_size > 1 else None),
+                        ("--long-run", args.long_run)):
         if value is not None:
             parts.append(f"{flag} {value}")
     parts += [flag for flag, on in (("--phone-size", args.phone_size), ("--quiet", args.quiet)) if on]

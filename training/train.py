@@ -122,12 +122,17 @@ class TrainConfig:
             bad("distill_alpha must be in [0, 1]")
         if not self.distill_temperature > 0:
             bad("distill_temperature must be > 0")
-        if self.teacher is not None and not (Path(self.teacher) / "card.json").is_file():
+        if self.teacher is not None and not (self.teacher_dir() / "card.json").is_file():
             bad(f"teacher {self.teacher} is not a trained model folder (no card.json)")
         if not 0 <= self.wise_alpha <= 1:
             bad("wise_alpha must be in [0, 1]")
         if self.wise_alpha < 1 and (self.head_init != "imagenet" or not self.freeze_bn):
             bad("wise_alpha < 1 needs head_init imagenet and freeze_bn (the zero-shot start)")
+
+    def teacher_dir(self) -> Path:
+        """The teacher folder as given, or relative to the repository (recipes say training/checkpoints/lite2)."""
+        path = Path(self.teacher or "")
+        return path if path.is_absolute() or path.exists() else Path(__file__).resolve().parents[1] / path
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -398,7 +403,7 @@ def _load_teacher(config: TrainConfig, spec: dict[str, Any], device, memory_form
 
     from .card import load_model
 
-    teacher, card = load_model(config.teacher)  # read_card checks the classes and their order
+    teacher, card = load_model(config.teacher_dir())  # read_card checks the classes and their order
     teacher.to(device, memory_format=memory_format).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
