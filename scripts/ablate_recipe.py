@@ -96,7 +96,9 @@ def main() -> int:
              "| variant | what changes | hold-out top-1 (95 % CI) |", "|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['what']} | {fmt_acc(r)} |")
-    (reports / "ablation.md").write_text("\n".join(lines) + "\n")
+    old = (reports / "ablation.md").read_text() if (reports / "ablation.md").exists() else ""
+    note = old[old.index("\nReading it:"):] if "\nReading it:" in old else ""  # the hand-written reading stays
+    (reports / "ablation.md").write_text("\n".join(lines) + "\n" + note)
     print(f"wrote {reports / 'ablation.md'}")
     return 0
 
