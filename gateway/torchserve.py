@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from training.archive import archive_card
 
 from .errors import ApiError
 
@@ -110,11 +110,7 @@ class CardCache:
             hit = self.cache.get(path.name)
         if hit and hit[0] == mtime:
             return hit[1]
-        try:
-            with zipfile.ZipFile(path) as z:
-                card = json.loads(z.read("card.json"))
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-            card = None
+        card = archive_card(path)
         with self.lock:
             self.cache[path.name] = (mtime, card)
         return card

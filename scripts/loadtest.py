@@ -37,37 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.bench import LoadResult, Server, find_archives, free_ports  # noqa: E402
+from training.bench import Client, LoadResult, Server, find_archives, free_ports  # noqa: E402
 from training.errors import WoofError  # noqa: E402
 from training.serve import CONFIG, read_properties, start_gateway, stop_gateway  # noqa: E402
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection per client thread (http.client: the cheapest client on 2 cores)."""
-
-    def __init__(self, base_url: str, timeout: float = 60.0):
-        parts = urllib.parse.urlsplit(base_url)
-        self.host, self.port, self.timeout, self.conn = parts.hostname, parts.port or 80, timeout, None
-
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        try:
-            self.conn.request("POST", path, body=body, headers={"Content-Type": "image/jpeg",
-                                                                 "Content-Length": str(len(body)), **headers})
-            response = self.conn.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException):
-            self.close()
-            raise
-        if response.will_close:
-            self.close()
-        return response.status, data
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
 
 
 def run_load(base_url: str, path: str, bodies: list[bytes], concurrency: int, duration: float,
@@ -80,10 +52,11 @@ def run_load(base_url: str, path: str, bodies: list[bytes], concurrency: int, du
     deadline: list[float] = []
 
     def worker(k: int) -> None:
-        client, latencies, errors, sent, seen, first_error = Client(base_url), [], 0, 0, Counter(), ""
+        client, latencies, errors, sent, seen, first_error = Client(base_url, timeout=60.0), [], 0, 0, Counter(), ""
         try:
             try:
-                client.post(path, bodies[k % len(bodies)], {"X-Client-Id": f"warm-up-{k}"})  # opens the connection
+                # opens the connection
+                client.post(path, bodies[k % len(bodies)], headers={"X-Client-Id": f"warm-up-{k}"})
             except (OSError, http.client.HTTPException):
                 pass
             barrier.wait()
@@ -95,7 +68,7 @@ def run_load(base_url: str, path: str, bodies: list[bytes], concurrency: int, du
                 headers = {"X-Client-Id": f"client-{i % client_ids}"} if client_ids else {}
                 start = time.perf_counter()
                 try:
-                    status, data = client.post(path, bodies[i % len(bodies)], headers)
+                    status, data = client.post(path, bodies[i % len(bodies)], headers=headers)
                     ok = status == 200 and b'"top_k"' in data
                     if ok:
                         seen[json.loads(data).get("model", "?")] += 1

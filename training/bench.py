@@ -137,13 +137,14 @@ class Client:
         self.timeout = timeout
         self.conn: http.client.HTTPConnection | None = None
 
-    def post(self, path: str, body: bytes, content_type: str = "image/jpeg") -> tuple[int, bytes]:
+    def post(self, path: str, body: bytes, content_type: str = "image/jpeg",
+             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         """(status, body); raises OSError/HTTPException on a transport failure (and drops the connection)."""
         if self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            self.conn.request("POST", self.prefix + path, body=body,
-                              headers={"Content-Type": content_type, "Content-Length": str(len(body))})
+            self.conn.request("POST", self.prefix + path, body=body, headers={
+                "Content-Type": content_type, "Content-Length": str(len(body)), **(headers or {})})
             response = self.conn.getresponse()
             data = response.read()
         except (OSError, http.client.HTTPException):
