@@ -18,8 +18,14 @@ fi
 # TorchServe (woof serve, the archive tests) runs on Java 17 or newer; training does not need it.
 java_major=$(java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print v[1]; exit}')
 if [ -z "${java_major:-}" ] || [ "$java_major" -lt 17 ]; then
-  echo "setup: WARNING: TorchServe needs Java 17+ (found: ${java_major:-none})." >&2
-  echo "       Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless" >&2
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing openjdk-17-jre-headless (TorchServe needs Java 17+, found: ${java_major:-none})"
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless; } ||
+      echo "setup: WARNING: apt-get could not install Java 17; woof serve and the TorchServe tests will fail" >&2
+  else
+    echo "setup: WARNING: TorchServe needs Java 17+ (found: ${java_major:-none})." >&2
+    echo "       Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless" >&2
+  fi
 fi
 # The web-page test (tests/test_web.py) drives Debian's chromium + chromium-driver (never a downloaded browser).
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
