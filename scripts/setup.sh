@@ -16,7 +16,7 @@ fi
 .venv/bin/pip install --disable-pip-version-check -q -e ".[all]"
 .venv/bin/woof --version
 # TorchServe (woof serve, the archive tests) runs on Java 17 or newer; training does not need it.
-java_major=$(java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print v[1]; exit}')
+java_major=$( (java -version 2>&1 || true) | awk -F'"' '/version/ {split($2, v, "."); print v[1]; exit}')
 if [ -z "${java_major:-}" ] || [ "$java_major" -lt 17 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing openjdk-17-jre-headless (TorchServe needs Java 17+, found: ${java_major:-none})"
