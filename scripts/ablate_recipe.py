@@ -4,8 +4,11 @@
 Val stays untouched: every variant trains on 90 % of train (stratified, seed 0) and is scored on
 the other 10 %. One short epoch each (160 px crops) to fit a 2-core CPU; the zero-shot row is the
 bar every variant must clear. Resumable: finished variants are read back from runs/ablation/.
+Runs are big and not committed; --keep-measured keeps the figures of rows whose run folder is gone
+(as they stand in reports/ablation.csv) instead of training them again.
 
     .venv/bin/python scripts/ablate_recipe.py [--data PATH] [--epochs 1] [--variants recipe,random_head]
+    .venv/bin/python scripts/ablate_recipe.py --full --keep-measured
 Writes reports/ablation.md and reports/ablation.csv.
 """
 
@@ -37,7 +40,10 @@ VARIANTS = {  # name -> (what changes, settings)
               dict(head_init="random", freeze_bn=False, lr=1e-3)),
 }
 FULL_RECIPE = ROOT / "training" / "configs" / "lite0.yaml"  # the plain recipe
-DISTILL_RECIPE = ROOT / "training" / "configs" / "lite0_distill.yaml"  # + the Lite2 teacher: lite0 since 1.1.0
+DISTILLED = {  # variant -> (recipe, run folder, what it is)
+    "distill": ("lite0_distill.yaml", "lite0-distill", "lite0 1.1.0"),
+    "distill_long": ("lite0_distill_long.yaml", "lite0-distill-long", "6 epochs instead of 4"),
+}
 ALPHAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
@@ -50,9 +56,12 @@ def main() -> int:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "ablation"))
     parser.add_argument("--full", action="store_true",
                         help="also train the committed Lite0 recipe itself on the 90 %% and sweep the WiSE-FT alpha")
+    parser.add_argument("--keep-measured", action="store_true",
+                        help="a row whose run folder is gone keeps its figures from reports/ablation.csv")
     args = parser.parse_args()
     root = resolve_root(args.data)
     runs = Path(args.runs)
+    kept = measured_rows() if args.keep_measured else {}
 
     _, held = holdout_split(list_samples(root, "train"), BASE["holdout"], BASE["seed"])
     spec = default_preprocessing(BASE["model"], BASE["eval_size"])
@@ -63,10 +72,19 @@ def main() -> int:
     print(f"zero-shot on the hold-out: {fmt_acc(rows[0])}")
 
     # The full recipe first: its alpha sweep decides the committed models; the variants explain.
-    wise_rows = full_recipe_and_wise(root, runs, held, spec) + [distilled(root, runs, held)] if args.full else []
+    wise_rows = []
+    if args.full:
+        wise_rows = (kept_or(kept, [f"wise_{a:.1f}" for a in ALPHAS], runs / "lite0-recipe")
+                     or full_recipe_and_wise(root, runs, held, spec))
+        for variant in DISTILLED:
+            wise_rows += (kept_or(kept, [variant], runs / DISTILLED[variant][1])
+                          or [distilled(root, runs, held, variant)])
     for name in filter(None, args.variants.split(",")):
         what, settings = VARIANTS[name]
         out = runs / f"{name}-e{args.epochs}"
+        if (row := kept_or(kept, [name], out)):
+            rows += row
+            continue
         config = TrainConfig.from_dict({**BASE, **settings, "epochs": args.epochs, "name": name})
         if not (out / "model.safetensors").exists():
             train(config, root, out, resume=(out / "last.pt").exists(), progress=False)
@@ -92,7 +110,8 @@ def main() -> int:
              f"Variants: {args.epochs} epoch(s) of {BASE['train_size']} px crops, evaluated at {BASE['eval_size']} px; "
              "wise_* rows: the full plain Lite0 recipe (4 epochs), its final weights mixed with the zero-shot start; "
              "distill: the same recipe with the Lite2 fine-tune as teacher. "
-             f"Command: `.venv/bin/python scripts/ablate_recipe.py{' --full' if args.full else ''}`.", "",
+             f"Command: `.venv/bin/python scripts/ablate_recipe.py{' --full' if args.full else ''}"
+             f"{' --keep-measured' if args.keep_measured else ''}`.", "",
              "| variant | what changes | hold-out top-1 (95 % CI) |", "|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['what']} | {fmt_acc(r)} |")
@@ -129,21 +148,42 @@ def full_recipe_and_wise(root, runs, held, spec) -> list[dict]:
     return rows
 
 
-def distilled(root, runs, held) -> dict:
+def distilled(root, runs, held, variant: str) -> dict:
     """The plain recipe plus distillation from the Lite2 fine-tune (which trained on all of train, hold-out
     included: the student never sees the hold-out, but the teacher's soft labels come from a model that did)."""
-    out = runs / "lite0-distill"
-    config = TrainConfig.load(DISTILL_RECIPE, {"holdout": BASE["holdout"], "seed": BASE["seed"],
-                                               "name": "lite0-distill"})
+    recipe, folder, what = DISTILLED[variant]
+    out = runs / folder
+    config = TrainConfig.load(ROOT / "training" / "configs" / recipe,
+                              {"holdout": BASE["holdout"], "seed": BASE["seed"], "name": folder})
     if not (out / "model.safetensors").exists():
         train(config, root, out, resume=(out / "last.pt").exists(), progress=False)
     with (out / "history.csv").open() as f:
-        last = list(csv.DictReader(f))[-1]
-    row = {"variant": "distill", "what": f"plain recipe + distillation from lite2 (alpha {config.distill_alpha}, "
-           f"T {config.distill_temperature:g}; training/configs/lite0_distill.yaml, the committed lite0 since 1.1.0)",
-           "epochs": config.epochs, **accuracy_entry(round(float(last["holdout_acc"]) * len(held)), len(held))}
-    print(f"distill: {fmt_acc(row)}")
+        history = list(csv.DictReader(f))
+    per_epoch = ", ".join(str(round(float(h["holdout_acc"]) * len(held))) for h in history)
+    row = {"variant": variant, "what": f"plain recipe + distillation from lite2 (alpha {config.distill_alpha}, "
+           f"T {config.distill_temperature:g}, {config.epochs} epochs; training/configs/{recipe}, {what}; "
+           f"correct per epoch: {per_epoch})",
+           "epochs": config.epochs, "train_seconds": round(sum(float(h["seconds"]) for h in history), 1),
+           **accuracy_entry(round(float(history[-1]["holdout_acc"]) * len(held)), len(held))}
+    print(f"{variant}: {fmt_acc(row)}")
     return row
+
+
+def measured_rows() -> dict[str, dict]:
+    """Rows of the last written reports/ablation.csv, by variant, in the shape main() builds."""
+    path = ROOT / "reports" / "ablation.csv"
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        return {r["variant"]: {**r, **accuracy_entry(int(r["correct"]), int(r["total"]))} for r in csv.DictReader(f)}
+
+
+def kept_or(kept: dict[str, dict], variants: list[str], run: Path) -> list[dict]:
+    """The kept rows of these variants, if their run folder is gone and all of them were measured before."""
+    if run.exists() or not all(v in kept for v in variants):
+        return []
+    print(f"{run.name}: run folder gone, keeping the measured figures of {', '.join(variants)}")
+    return [kept[v] for v in variants]
 
 
 if __name__ == "__main__":

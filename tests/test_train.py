@@ -86,6 +86,7 @@ def test_config_typo_names_the_setting_and_suggests_the_fix(tmp_path):
     ({"teacher": "/nowhere/lite2"}, "teacher /nowhere/lite2 is not a trained model folder"),
     ({"distill_alpha": 1.5}, "distill_alpha"),
     ({"distill_temperature": 0}, "distill_temperature"),
+    ({"teacher_runtime": "tensorrt"}, "teacher_runtime"),
 ])
 def test_invalid_settings_are_refused(values, message):
     with pytest.raises(WoofError, match=message):
@@ -94,19 +95,25 @@ def test_invalid_settings_are_refused(values, message):
 
 def test_distillation_matches_the_teacher(tmp_path, data_root, tiny_model_dir):
     """The distillation loss is zero when the student says what the teacher says and grows as they part;
-    a student trains from a real teacher folder and its card names the teacher."""
+    the onnxruntime teacher (the CPU default) gives the PyTorch teacher's logits; a student trains from a
+    real teacher folder and its card names the teacher."""
     import torch
 
     from training.models import default_preprocessing
-    from training.train import _load_teacher
+    from training.train import _load_teacher, _OnnxTeacher
 
     config = TrainConfig(epochs=1, batch_size=12, limit_per_class=6, train_size=96, eval_size=112, workers=0,
                          warmup_epochs=0.5, teacher=str(tiny_model_dir), distill_alpha=1.0)
     spec = default_preprocessing(config.model, config.eval_size)
     teacher = _load_teacher(config, spec, torch.device("cpu"), torch.contiguous_format)
+    assert isinstance(teacher, _OnnxTeacher)
+    reference = _load_teacher(TrainConfig.from_dict({**config.to_dict(), "teacher_runtime": "pytorch"}), spec,
+                              torch.device("cpu"), torch.contiguous_format)
+    assert not isinstance(reference, _OnnxTeacher)
     images = torch.rand(4, 3, 96, 96) * 2 - 1
-    with torch.no_grad():
-        agree = teacher.model(images)
+    agree = teacher.logits(images)
+    assert torch.allclose(agree, reference.logits(images), atol=1e-3)
+    assert not torch.allclose(agree, reference.logits(images.flip(0)), atol=1e-3)  # it does look at the images
     assert teacher.loss(images, agree).item() < 1e-5
     assert teacher.loss(images, agree + torch.randn_like(agree) * 3).item() > 0.1
     summary = train(config, data_root, tmp_path / "student", progress=False)

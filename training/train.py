@@ -22,6 +22,7 @@ import dataclasses
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ class TrainConfig:
     teacher: str | None = None  # folder of a trained model (card.json + model.safetensors) to distil from
     distill_alpha: float = 0.5  # weight of the distillation loss; 1 - alpha goes to the label loss
     distill_temperature: float = 2.0
+    teacher_runtime: str = "onnxruntime"  # onnxruntime (CPU: same logits, faster) | pytorch
     wise_alpha: float = 1.0  # < 1: mix the final weights with the zero-shot start (WiSE-FT, training/wise.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -122,6 +124,8 @@ class TrainConfig:
             bad("distill_alpha must be in [0, 1]")
         if not self.distill_temperature > 0:
             bad("distill_temperature must be > 0")
+        if self.teacher_runtime not in ("onnxruntime", "pytorch"):
+            bad("teacher_runtime must be onnxruntime or pytorch")
         if self.teacher is not None and not (self.teacher_dir() / "card.json").is_file():
             bad(f"teacher {self.teacher} is not a trained model folder (no card.json)")
         if not 0 <= self.wise_alpha <= 1:
@@ -386,16 +390,66 @@ class _Teacher:
     def __init__(self, model, shift, scale, temperature: float):
         self.model, self.shift, self.scale, self.temperature = model, shift, scale, temperature
 
-    def loss(self, images, student_logits):
+    def logits(self, images):
         import torch
-        import torch.nn.functional as F
 
         with torch.no_grad():
-            target = self.model(images * self.scale + self.shift).float()
+            return self.model(images * self.scale + self.shift).float()
+
+    def loss(self, images, student_logits):
+        import torch.nn.functional as F
+
+        target = self.logits(images)
         t = self.temperature
         # KL(teacher || student) on softened distributions, times t^2 so its gradients keep their size.
         return F.kl_div(F.log_softmax(student_logits.float() / t, 1), F.log_softmax(target / t, 1),
                         reduction="batchmean", log_target=True) * t * t
+
+
+class _OnnxTeacher(_Teacher):
+    """The same frozen teacher run by onnxruntime (fp32): the same logits, 2-3x faster than eager PyTorch
+    on a CPU, which matters because the teacher's forward pass is a third of a distillation step."""
+
+    def __init__(self, session, shift, scale, temperature: float):
+        super().__init__(session, shift, scale, temperature)
+
+    def logits(self, images):
+        import torch
+
+        from .export import INPUT_NAME, OUTPUT_NAMES
+
+        batch = (images * self.scale + self.shift).float().contiguous().numpy()
+        return torch.from_numpy(self.model.run([OUTPUT_NAMES[0]], {INPUT_NAME: batch})[0])
+
+
+def _onnx_teacher(teacher, card: dict[str, Any], size: int, shift, scale, temperature: float):
+    """An onnxruntime copy of the teacher at the student's crop size, if it matches PyTorch (else None)."""
+    import tempfile
+
+    import torch
+
+    try:
+        import onnxruntime  # noqa: F401
+
+        from .export import export_onnx, ort_session
+    except ImportError:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="woof-teacher-"))
+    try:
+        path = export_onnx(teacher, {**card["preprocessing"], "input_size": size}, folder / "teacher.onnx")
+        fast = _OnnxTeacher(ort_session(path, threads=torch.get_num_threads()), shift, scale, temperature)
+        probe = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0))
+        gap = (fast.logits(probe) - _Teacher(teacher, shift, scale, temperature).logits(probe)).abs().max().item()
+    except Exception as exc:  # noqa: BLE001 - the PyTorch teacher always works; this is only a speed-up
+        print(f"teacher stays in PyTorch (onnxruntime copy failed: {exc})")
+        return None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the session holds the model in memory
+    if gap > 1e-3:
+        print(f"teacher stays in PyTorch (onnxruntime logits differ by {gap:.1e})")
+        return None
+    print(f"teacher runs in onnxruntime (largest logit difference to PyTorch {gap:.1e})")
+    return fast
 
 
 def _load_teacher(config: TrainConfig, spec: dict[str, Any], device, memory_format) -> _Teacher:
@@ -415,7 +469,10 @@ def _load_teacher(config: TrainConfig, spec: dict[str, Any], device, memory_form
     print(f"distilling from {card['name']} ({card['architecture']}, "
           f"val top-1 {card.get('metrics', {}).get('val', {}).get('top1', '?')}), "
           f"alpha {config.distill_alpha}, temperature {config.distill_temperature}")
-    return _Teacher(teacher, shift, scale, config.distill_temperature)
+    fast = None
+    if device.type == "cpu" and config.teacher_runtime == "onnxruntime":
+        fast = _onnx_teacher(teacher, card, config.train_size, shift, scale, config.distill_temperature)
+    return fast or _Teacher(teacher, shift, scale, config.distill_temperature)
 
 
 def _save_py_rng(state) -> list:
