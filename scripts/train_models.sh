@@ -13,7 +13,7 @@ has() {  # has CARD KEY: the card has a non-empty KEY
 }
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(lite2 lite0)
-declare -A recipe=([lite0]=lite0_distill [lite2]=lite2)  # lite0 1.0.0 was training/configs/lite0.yaml
+declare -A recipe=([lite0]=lite0_distill_long [lite2]=lite2)  # lite0 1.0.0: lite0.yaml, 1.1.0: lite0_distill.yaml
 for name in "${models[@]}"; do
   out="training/checkpoints/$name"
   if ! has "$out/card.json" metrics; then
