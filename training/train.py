@@ -22,7 +22,6 @@ import dataclasses
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -410,16 +409,15 @@ class _OnnxTeacher(_Teacher):
     """The same frozen teacher run by onnxruntime (fp32): the same logits, 2-3x faster than eager PyTorch
     on a CPU, which matters because the teacher's forward pass is a third of a distillation step."""
 
-    def __init__(self, session, shift, scale, temperature: float):
+    def __init__(self, session, shift, scale, temperature: float, input_name: str, output_name: str):
         super().__init__(session, shift, scale, temperature)
+        self.input, self.output = input_name, output_name
 
     def logits(self, images):
         import torch
 
-        from .export import INPUT_NAME, OUTPUT_NAMES
-
-        batch = (images * self.scale + self.shift).float().contiguous().numpy()
-        return torch.from_numpy(self.model.run([OUTPUT_NAMES[0]], {INPUT_NAME: batch})[0])
+        batch = (images * self.scale + self.shift).float().contiguous().numpy()  # NCHW, as exported
+        return torch.from_numpy(self.model.run([self.output], {self.input: batch})[0])
 
 
 def _onnx_teacher(teacher, card: dict[str, Any], size: int, shift, scale, temperature: float):
@@ -431,20 +429,19 @@ def _onnx_teacher(teacher, card: dict[str, Any], size: int, shift, scale, temper
     try:
         import onnxruntime  # noqa: F401
 
-        from .export import export_onnx, ort_session
+        from .export import INPUT_NAME, OUTPUT_NAMES, export_onnx, ort_session
     except ImportError:
         return None
-    folder = Path(tempfile.mkdtemp(prefix="woof-teacher-"))
     try:
-        path = export_onnx(teacher, {**card["preprocessing"], "input_size": size}, folder / "teacher.onnx")
-        fast = _OnnxTeacher(ort_session(path, threads=torch.get_num_threads()), shift, scale, temperature)
+        with tempfile.TemporaryDirectory(prefix="woof-teacher-") as folder:  # the session keeps the model in memory
+            path = export_onnx(teacher, {**card["preprocessing"], "input_size": size}, Path(folder) / "teacher.onnx")
+            fast = _OnnxTeacher(ort_session(path, threads=torch.get_num_threads()), shift, scale, temperature,
+                                INPUT_NAME, OUTPUT_NAMES[0])
         probe = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0))
         gap = (fast.logits(probe) - _Teacher(teacher, shift, scale, temperature).logits(probe)).abs().max().item()
     except Exception as exc:  # noqa: BLE001 - the PyTorch teacher always works; this is only a speed-up
         print(f"teacher stays in PyTorch (onnxruntime copy failed: {exc})")
         return None
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)  # the session holds the model in memory
     if gap > 1e-3:
         print(f"teacher stays in PyTorch (onnxruntime logits differ by {gap:.1e})")
         return None
