@@ -43,6 +43,8 @@ FULL_RECIPE = ROOT / "training" / "configs" / "lite0.yaml"  # the plain recipe
 DISTILLED = {  # variant -> (recipe, run folder, what it is)
     "distill": ("lite0_distill.yaml", "lite0-distill", "lite0 1.1.0"),
     "distill_long": ("lite0_distill_long.yaml", "lite0-distill-long", "6 epochs instead of 4"),
+    "distill_ensemble": ("lite0_distill_ensemble.yaml", "lite0-distill-ensemble",
+                         "as distill_long, teachers lite2 + lite0 1.2.0 averaged"),
 }
 ALPHAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 
@@ -77,8 +79,8 @@ def main() -> int:
         wise_rows = (kept_or(kept, [f"wise_{a:.1f}" for a in ALPHAS], runs / "lite0-recipe")
                      or full_recipe_and_wise(root, runs, held, spec))
         for variant in DISTILLED:
-            wise_rows += (kept_or(kept, [variant], runs / DISTILLED[variant][1])
-                          or [distilled(root, runs, held, variant)])
+            wise_rows += (kept_or(kept, distilled_variants(variant), runs / DISTILLED[variant][1])
+                          or distilled(root, runs, held, variant))
     for name in filter(None, args.variants.split(",")):
         what, settings = VARIANTS[name]
         out = runs / f"{name}-e{args.epochs}"
@@ -148,8 +150,14 @@ def full_recipe_and_wise(root, runs, held, spec) -> list[dict]:
     return rows
 
 
-def distilled(root, runs, held, variant: str) -> dict:
-    """The plain recipe plus distillation from the Lite2 fine-tune (which trained on all of train, hold-out
+def distilled_variants(variant: str) -> list[str]:
+    """A recipe with a moving average gives two rows: its last weights and the averaged ones."""
+    config = TrainConfig.load(ROOT / "training" / "configs" / DISTILLED[variant][0])
+    return [variant, f"{variant}_ema"] if config.ema_decay else [variant]
+
+
+def distilled(root, runs, held, variant: str) -> list[dict]:
+    """The plain recipe plus distillation from the trained teachers (which trained on all of train, hold-out
     included: the student never sees the hold-out, but the teacher's soft labels come from a model that did)."""
     recipe, folder, what = DISTILLED[variant]
     out = runs / folder
@@ -159,14 +167,19 @@ def distilled(root, runs, held, variant: str) -> dict:
         train(config, root, out, resume=(out / "last.pt").exists(), progress=False)
     with (out / "history.csv").open() as f:
         history = list(csv.DictReader(f))
-    per_epoch = ", ".join(str(round(float(h["holdout_acc"]) * len(held))) for h in history)
-    row = {"variant": variant, "what": f"plain recipe + distillation from lite2 (alpha {config.distill_alpha}, "
-           f"T {config.distill_temperature:g}, {config.epochs} epochs; training/configs/{recipe}, {what}; "
-           f"correct per epoch: {per_epoch})",
-           "epochs": config.epochs, "train_seconds": round(sum(float(h["seconds"]) for h in history), 1),
-           **accuracy_entry(round(float(history[-1]["holdout_acc"]) * len(held)), len(held))}
-    print(f"{variant}: {fmt_acc(row)}")
-    return row
+    teachers = " + ".join(Path(t).name for t in config.teacher_names())
+    rows = []
+    for name, column, weights in [(variant, "holdout_acc", ""),
+                                  (f"{variant}_ema", "holdout_acc_ema", f"moving average of the weights "
+                                   f"(decay {config.ema_decay}) ")][:len(distilled_variants(variant))]:
+        per_epoch = ", ".join(str(round(float(h[column]) * len(held))) for h in history)
+        rows.append({"variant": name, "what": f"{weights}plain recipe + distillation from {teachers} (alpha "
+                     f"{config.distill_alpha}, T {config.distill_temperature:g}, {config.epochs} epochs; "
+                     f"training/configs/{recipe}, {what}; correct per epoch: {per_epoch})",
+                     "epochs": config.epochs, "train_seconds": round(sum(float(h["seconds"]) for h in history), 1),
+                     **accuracy_entry(round(float(history[-1][column]) * len(held)), len(held))})
+        print(f"{name}: {fmt_acc(rows[-1])}")
+    return rows
 
 
 def measured_rows() -> dict[str, dict]:

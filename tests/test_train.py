@@ -39,6 +39,7 @@ def test_killed_run_resumes_without_losing_a_finished_epoch(tmp_path, data_root)
     out = tmp_path / "run"
     env = {**os.environ, "WOOF_DATA_ROOT": str(data_root)}
     cmd = [sys.executable, "-m", "training.cli", "train", "--out", str(out), "--epochs", "6", "--quiet",
+           "--ema-decay", "0.9",  # the moving average is part of the checkpoint and resumes with it
            *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
@@ -87,6 +88,8 @@ def test_config_typo_names_the_setting_and_suggests_the_fix(tmp_path):
     ({"distill_alpha": 1.5}, "distill_alpha"),
     ({"distill_temperature": 0}, "distill_temperature"),
     ({"teacher_runtime": "tensorrt"}, "teacher_runtime"),
+    ({"teacher": ["training/checkpoints/lite2", "/nowhere/lite0"]}, "teacher /nowhere/lite0 is not"),
+    ({"ema_decay": 1.0}, "ema_decay"),
 ])
 def test_invalid_settings_are_refused(values, message):
     with pytest.raises(WoofError, match=message):
@@ -119,6 +122,44 @@ def test_distillation_matches_the_teacher(tmp_path, data_root, tiny_model_dir):
     summary = train(config, data_root, tmp_path / "student", progress=False)
     assert summary["card"]["recipe"]["teacher"] == str(tiny_model_dir)
     assert (tmp_path / "student" / "model.safetensors").is_file()
+
+
+def test_ensemble_teacher_averages_its_members_and_the_moving_average_is_saved(tmp_path, data_root,
+                                                                               tiny_model_dir):
+    """Two different teachers (the tiny fine-tune and its zero-shot start) give the student their mean
+    logits; with ema_decay the saved weights are the moving average, not the last step's, and the hold-out
+    is scored with both."""
+    import torch
+    from safetensors.torch import load_file
+
+    from training.models import default_preprocessing
+    from training.train import _EnsembleTeacher, _load_teacher
+    from training.wise import make_wise_model
+
+    make_wise_model(tiny_model_dir, 0.0, tmp_path / "zero-shot")
+    folders = [str(tiny_model_dir), str(tmp_path / "zero-shot")]
+    config = TrainConfig(epochs=1, batch_size=12, limit_per_class=6, train_size=96, eval_size=112, workers=0,
+                         warmup_epochs=0.5, teacher=",".join(folders), teacher_runtime="pytorch", holdout=0.1,
+                         ema_decay=0.9)
+    assert config.teacher_names() == folders
+    spec = default_preprocessing(config.model, config.eval_size)
+    cpu, fmt = torch.device("cpu"), torch.contiguous_format
+    ensemble = _load_teacher(config, spec, cpu, fmt)
+    assert isinstance(ensemble, _EnsembleTeacher) and len(ensemble.members) == 2
+    images = torch.rand(4, 3, 96, 96) * 2 - 1
+    each = [_load_teacher(TrainConfig.from_dict({**config.to_dict(), "teacher": f}), spec, cpu, fmt).logits(images)
+            for f in folders]
+    assert not torch.allclose(each[0], each[1], atol=1e-2)
+    assert torch.allclose(ensemble.logits(images), (each[0] + each[1]) / 2, atol=1e-5)
+
+    out = tmp_path / "student"
+    train(config, data_root, out, progress=False)
+    assert {"holdout_acc", "holdout_acc_ema"} <= set(_history(out)[0])
+    saved = load_file(str(out / "model.safetensors"))
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    key = "head.weight"
+    assert torch.allclose(saved[key], checkpoint["ema"][f"module.{key}"])
+    assert not torch.allclose(saved[key], checkpoint["model"][key])
 
 
 def test_shipped_recipes_load():

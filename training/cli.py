@@ -33,9 +33,11 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--noise": ("noise", int, "train on noisy labels: 0, 1, 5, 25 or 50 percent"),
     "--holdout": ("holdout", float, "fraction of train held out (stratified) and evaluated each epoch"),
     "--limit-per-class": ("limit_per_class", int, "use only N train images per class (smoke runs)"),
-    "--teacher": ("teacher", str, "trained model folder to distil from, e.g. training/checkpoints/lite2"),
+    "--teacher": ("teacher", str, "trained model folder to distil from, e.g. training/checkpoints/lite2; "
+                  "several, comma-separated: their averaged logits"),
     "--distill-alpha": ("distill_alpha", float, "weight of the distillation loss (0..1)"),
     "--distill-temperature": ("distill_temperature", float, "softmax temperature of the distillation loss"),
+    "--ema-decay": ("ema_decay", float, "keep a moving average of the weights (e.g. 0.998) and save it; 0: off"),
     "--seed": ("seed", int, "random seed (data order, augmentation, hold-out split)"),
     "--workers": ("workers", int, "data-loading processes"),
     "--device": ("device", str, "auto | cpu | cuda"),

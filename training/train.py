@@ -60,11 +60,14 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = True
-    teacher: str | None = None  # folder of a trained model (card.json + model.safetensors) to distil from
+    # folder of a trained model (card.json + model.safetensors) to distil from; a list (or commas on the
+    # command line) distils from the ensemble: the members' logits averaged
+    teacher: str | list[str] | None = None
     distill_alpha: float = 0.5  # weight of the distillation loss; 1 - alpha goes to the label loss
     distill_temperature: float = 2.0
     teacher_runtime: str = "onnxruntime"  # onnxruntime (CPU: same logits, faster) | pytorch
     wise_alpha: float = 1.0  # < 1: mix the final weights with the zero-shot start (WiSE-FT, training/wise.py)
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights and save it as the model
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -125,22 +128,35 @@ class TrainConfig:
             bad("distill_temperature must be > 0")
         if self.teacher_runtime not in ("onnxruntime", "pytorch"):
             bad("teacher_runtime must be onnxruntime or pytorch")
-        if self.teacher is not None and not (self.teacher_dir() / "card.json").is_file():
-            bad(f"teacher {self.teacher} is not a trained model folder (no card.json)")
+        for given, folder in zip(self.teacher_names(), self.teacher_dirs()):
+            if not (folder / "card.json").is_file():
+                bad(f"teacher {given} is not a trained model folder (no card.json)")
+        if not 0 <= self.ema_decay < 1:
+            bad("ema_decay must be in [0, 1) (0 turns the moving average off)")
         if not 0 <= self.wise_alpha <= 1:
             bad("wise_alpha must be in [0, 1]")
         if self.wise_alpha < 1 and (self.head_init != "imagenet" or not self.freeze_bn):
             bad("wise_alpha < 1 needs head_init imagenet and freeze_bn (the zero-shot start)")
 
-    def teacher_dir(self) -> Path:
-        """The teacher folder as given, or relative to the repository (recipes say training/checkpoints/lite2)."""
-        path = Path(self.teacher or "")
-        return path if path.is_absolute() or path.exists() else Path(__file__).resolve().parents[1] / path
+    def teacher_names(self) -> list[str]:
+        if not self.teacher:
+            return []
+        names = self.teacher.split(",") if isinstance(self.teacher, str) else list(self.teacher)
+        return [n.strip() for n in names if n.strip()]
+
+    def teacher_dirs(self) -> list[Path]:
+        """The teacher folders as given, or relative to the repository (recipes say training/checkpoints/lite2)."""
+        return [_repo_relative(name) for name in self.teacher_names()]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["crop_scale"] = list(self.crop_scale)
         return d
+
+
+def _repo_relative(name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() or path.exists() else Path(__file__).resolve().parents[1] / path
 
 
 def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -263,7 +279,12 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     elif config.head_init == "imagenet":
         model.init_head_from_imagenet()
     model.to(device, memory_format=memory_format)
-    teacher = _load_teacher(config, spec, device, memory_format) if config.teacher else None
+    teacher = _load_teacher(config, spec, device, memory_format) if config.teacher_names() else None
+    ema = None
+    if config.ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
 
     decay, no_decay = [], []
     for p in model.parameters():
@@ -283,6 +304,8 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, train_seconds = state["epoch"], state["train_seconds"]
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng_torch"])
         random.setstate(_restore_py_rng(state["rng_python"]))
 
@@ -322,6 +345,8 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             seen += len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
             loss_sum += loss.item() * len(labels)
@@ -337,10 +362,15 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
             logits, labels = predict_logits(model, held, spec, batch_size=64, workers=config.workers,
                                             progress=progress, device=device)
             row["holdout_acc"] = round(float((logits.argmax(1) == labels).mean()), 4)
+            if ema is not None:  # the same images, so raw and averaged weights compare pairwise
+                logits, labels = predict_logits(ema.module, held, spec, batch_size=64, workers=config.workers,
+                                                progress=progress, device=device)
+                row["holdout_acc_ema"] = round(float((logits.argmax(1) == labels).mean()), 4)
         _atomic_torch_save({
             "config": config.to_dict(), "epoch": epoch + 1, "train_seconds": train_seconds,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
+            "ema": ema.state_dict() if ema is not None else None,
             "rng_python": _save_py_rng(random.getstate()), "command": command or (state or {}).get("command"),
         }, checkpoint_path)
         new_file = not history_path.exists()
@@ -351,8 +381,11 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
             writer.writerow(row)
         print(f"epoch {epoch + 1}: loss {row['train_loss']}, train acc {row['train_acc']}, "
               f"{row['images_per_s']} img/s, {row['seconds']} s"
-              + (f", hold-out acc {row['holdout_acc']}" if held else ""))
+              + (f", hold-out acc {row['holdout_acc']}" if held else "")
+              + (f" (moving average {row['holdout_acc_ema']})" if held and ema is not None else ""))
 
+    if ema is not None:
+        model = ema.module
     model = model.cpu().to(memory_format=torch.contiguous_format)
     if config.wise_alpha < 1:
         from .wise import mix
@@ -449,12 +482,28 @@ def _onnx_teacher(teacher, card: dict[str, Any], size: int, shift, scale, temper
     return fast
 
 
+class _EnsembleTeacher(_Teacher):
+    """Several teachers as one: their logits averaged (each re-normalises the batch its own way)."""
+
+    def __init__(self, members: list[_Teacher], temperature: float):
+        super().__init__(None, 0, 1, temperature)
+        self.members = members
+
+    def logits(self, images):
+        return sum(member.logits(images) for member in self.members) / len(self.members)
+
+
 def _load_teacher(config: TrainConfig, spec: dict[str, Any], device, memory_format) -> _Teacher:
+    members = [_load_one_teacher(folder, config, spec, device, memory_format) for folder in config.teacher_dirs()]
+    return members[0] if len(members) == 1 else _EnsembleTeacher(members, config.distill_temperature)
+
+
+def _load_one_teacher(folder: Path, config: TrainConfig, spec: dict[str, Any], device, memory_format) -> _Teacher:
     import torch
 
     from .card import load_model
 
-    teacher, card = load_model(config.teacher_dir())  # read_card checks the classes and their order
+    teacher, card = load_model(folder)  # read_card checks the classes and their order
     teacher.to(device, memory_format=memory_format).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
