@@ -168,14 +168,15 @@ def distilled(root, runs, held, variant: str) -> list[dict]:
     with (out / "history.csv").open() as f:
         history = list(csv.DictReader(f))
     teachers = " + ".join(Path(t).name for t in config.teacher_names())
+    whats = [f"plain recipe + distillation from {teachers} (alpha {config.distill_alpha}, "
+             f"T {config.distill_temperature:g}, {config.epochs} epochs; training/configs/{recipe}, {what}",
+             f"{variant}'s moving average of the weights (decay {config.ema_decay}), the weights it saves; "
+             "the same run, scored on the same images"]
     rows = []
-    for name, column, weights in [(variant, "holdout_acc", ""),
-                                  (f"{variant}_ema", "holdout_acc_ema", f"moving average of the weights "
-                                   f"(decay {config.ema_decay}) ")][:len(distilled_variants(variant))]:
+    for name, column, text in list(zip([variant, f"{variant}_ema"], ["holdout_acc", "holdout_acc_ema"], whats))[
+            :len(distilled_variants(variant))]:
         per_epoch = ", ".join(str(round(float(h[column]) * len(held))) for h in history)
-        rows.append({"variant": name, "what": f"{weights}plain recipe + distillation from {teachers} (alpha "
-                     f"{config.distill_alpha}, T {config.distill_temperature:g}, {config.epochs} epochs; "
-                     f"training/configs/{recipe}, {what}; correct per epoch: {per_epoch})",
+        rows.append({"variant": name, "what": f"{text}; correct per epoch: {per_epoch}{')' if name == variant else ''}",
                      "epochs": config.epochs, "train_seconds": round(sum(float(h["seconds"]) for h in history), 1),
                      **accuracy_entry(round(float(history[-1][column]) * len(held)), len(held))})
         print(f"{name}: {fmt_acc(rows[-1])}")

@@ -59,7 +59,8 @@ cp "$src/pyproject.toml" "$src/README.md" "$src/config.properties" "$home/app/"
 for package in training handlers gateway bot; do
   # Python sources and the package's data (web page, configs, example photos); no trained weights:
   # the archives in model_store/ carry the models.
-  (cd "$src" && find "$package" -path "$package/checkpoints" -prune -o -name __pycache__ -prune \
+  (cd "$src" && find "$package" \( -path "$package/checkpoints" -o -path "$package/teachers" \) -prune \
+     -o -name __pycache__ -prune \
      -o -type f ! -name '*.pyc' -print0) |
     (cd "$src" && xargs -0 cp --parents -t "$home/app")
 done
