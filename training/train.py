@@ -359,13 +359,14 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
                "lr": scheduler.get_last_lr()[0], "seconds": round(epoch_seconds, 1),
                "images_per_s": round(seen / epoch_seconds, 1), "holdout_acc": ""}
         if held:
-            logits, labels = predict_logits(model, held, spec, batch_size=64, workers=config.workers,
-                                            progress=progress, device=device)
-            row["holdout_acc"] = round(float((logits.argmax(1) == labels).mean()), 4)
-            if ema is not None:  # the same images, so raw and averaged weights compare pairwise
-                logits, labels = predict_logits(ema.module, held, spec, batch_size=64, workers=config.workers,
+            def holdout_acc(module) -> float:
+                logits, labels = predict_logits(module, held, spec, batch_size=64, workers=config.workers,
                                                 progress=progress, device=device)
-                row["holdout_acc_ema"] = round(float((logits.argmax(1) == labels).mean()), 4)
+                return round(float((logits.argmax(1) == labels).mean()), 4)
+
+            row["holdout_acc"] = holdout_acc(model)
+            if ema is not None:  # the same images, so raw and averaged weights compare pairwise
+                row["holdout_acc_ema"] = holdout_acc(ema.module)
         _atomic_torch_save({
             "config": config.to_dict(), "epoch": epoch + 1, "train_seconds": train_seconds,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
