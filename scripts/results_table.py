@@ -85,8 +85,9 @@ def main() -> int:
                          "val": old["val"], "subset": old["val_imagenet_val_subset"],
                          "images_per_s": speed[0], "latency_ms": speed[1]})
         teacher = card.get("recipe", {}).get("teacher")
+        teachers = teacher.split(",") if isinstance(teacher, str) else teacher or []  # "a", "a,b" or a list
         label = (f"WiSE-FT alpha {wise['alpha']}" if wise
-                 else f"distilled from {Path(teacher).name}" if teacher else "fine-tune")
+                 else f"distilled from {' + '.join(Path(t).name for t in teachers)}" if teachers else "fine-tune")
         rows.append({"model": f"{card['name']} {card['version']} ({card['architecture']} {label})", **common,
                      "training": f"{card['recipe']['epochs']} epochs, {minutes:.0f} min"
                                  + (" + weight mix" if wise else ""),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train, evaluate and calibrate the committed models (default: lite2, then lite0, which is distilled
-# from lite2 and so needs it first). Idempotent and resumable: run it again after a crash or Ctrl-C;
+# from lite2 and the frozen lite0 1.2.0 in training/teachers/, and so needs lite2 first). Idempotent and resumable: run it again after a crash or Ctrl-C;
 # each model continues from its last finished epoch, and finished steps are skipped.
 #   WOOF_DATA_ROOT=../shared/data/imagewoof2-160 scripts/train_models.sh [lite2] [lite0]
 set -euo pipefail
@@ -13,7 +13,7 @@ has() {  # has CARD KEY: the card has a non-empty KEY
 }
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(lite2 lite0)
-declare -A recipe=([lite0]=lite0_distill_long [lite2]=lite2)  # lite0 1.0.0: lite0.yaml, 1.1.0: lite0_distill.yaml
+declare -A recipe=([lite0]=lite0_distill_ensemble [lite2]=lite2)  # lite0 1.0.0: lite0.yaml, 1.1.0: lite0_distill.yaml, 1.2.0: lite0_distill_long.yaml
 for name in "${models[@]}"; do
   out="training/checkpoints/$name"
   if ! has "$out/card.json" metrics; then
