@@ -79,7 +79,9 @@ def main() -> int:
                          **common, "training": f"{card['recipe']['epochs']} epochs, {minutes:.0f} min",
                          "val": source["val"], "subset": source["val_imagenet_val_subset"],
                          "images_per_s": speed[0], "latency_ms": speed[1]})
-        for old in card.get("previous_versions", []):  # what a retrained model replaced, for comparison
+        replaced = sorted(card.get("previous_versions", []),  # what a retrained model replaced, oldest first
+                          key=lambda old: tuple(int(part) for part in old["version"].split(".")))
+        for old in replaced:
             rows.append({"model": f"{card['name']} {old['version']} ({card['architecture']} fine-tune, "
                                   f"{old['recipe']})", **common, "training": old.get("training", ""),
                          "val": old["val"], "subset": old["val_imagenet_val_subset"],
