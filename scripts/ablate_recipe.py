@@ -45,6 +45,8 @@ DISTILLED = {  # variant -> (recipe, run folder, what it is)
     "distill_long": ("lite0_distill_long.yaml", "lite0-distill-long", "6 epochs instead of 4"),
     "distill_ensemble": ("lite0_distill_ensemble.yaml", "lite0-distill-ensemble",
                          "as distill_long, teachers lite2 + lite0 1.2.0 averaged"),
+    "distill_ensemble_pure": ("lite0_distill_ensemble_pure.yaml", "lite0-distill-ensemble-pure",
+                              "as distill_ensemble, alpha 1: the teachers' soft labels only"),
 }
 ALPHAS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 
