@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from training.card import hardware, load_model, read_card  # noqa: E402
 from training.evaluate import fmt_acc  # noqa: E402
+from training.train import teacher_names  # noqa: E402
 
 CHECKPOINTS = ROOT / "training" / "checkpoints"
 
@@ -86,8 +87,7 @@ def main() -> int:
                                   f"{old['recipe']})", **common, "training": old.get("training", ""),
                          "val": old["val"], "subset": old["val_imagenet_val_subset"],
                          "images_per_s": speed[0], "latency_ms": speed[1]})
-        teacher = card.get("recipe", {}).get("teacher")
-        teachers = teacher.split(",") if isinstance(teacher, str) else teacher or []  # "a", "a,b" or a list
+        teachers = teacher_names(card.get("recipe", {}).get("teacher"))
         label = (f"WiSE-FT alpha {wise['alpha']}" if wise
                  else f"distilled from {' + '.join(Path(t).name for t in teachers)}" if teachers else "fine-tune")
         rows.append({"model": f"{card['name']} {card['version']} ({card['architecture']} {label})", **common,

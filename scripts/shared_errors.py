@@ -60,18 +60,20 @@ def analyse(predictions: dict[str, dict[str, tuple[str, str]]]) -> dict:
     lite0 = [n for n in names if n.startswith("lite0")]
     all_wrong = [f for f in files if len(wrong_by[f]) == len(names)]
     lite0_wrong = [f for f in files if set(lite0) <= set(wrong_by[f])]
-    subset = [f for f in files if "ILSVRC2012_val_" in f]
     return {
-        "names": names, "files": files, "wrong_by": wrong_by, "all_wrong": all_wrong, "lite0_wrong": lite0_wrong,
+        "names": names, "files": files, "all_wrong": all_wrong, "lite0_wrong": lite0_wrong,
+        # each shared error's label and the models' most common answer, by breed name
+        "shared": {f: (BREEDS[predictions[names[0]][f][0]],
+                       BREEDS[Counter(predictions[n][f][1] for n in names).most_common(1)[0][0]]) for f in all_wrong},
         "errors": {n: sum(n in w for w in wrong_by.values()) for n in names},
         "histogram": Counter(len(w) for w in wrong_by.values()),
         "oracle": sum(len(w) < len(names) for w in wrong_by.values()),
-        "subset_all_wrong": [f for f in all_wrong if f in subset],
+        "subset_all_wrong": [f for f in all_wrong if "ILSVRC2012_val_" in f],
         "lite0": lite0,
     }
 
 
-def markdown(result: dict, predictions) -> str:
+def markdown(result: dict) -> str:
     names, total = result["names"], len(result["files"])
     needed = math.ceil(TARGET * total)
     lines = [
@@ -99,11 +101,7 @@ def markdown(result: dict, predictions) -> str:
     ]
     for k in range(len(names) + 1):
         lines.append(f"| {k} of {len(names)} | {result['histogram'].get(k, 0)} |")
-    pairs = Counter()
-    for f in result["all_wrong"]:
-        true = predictions[names[-1]][f][0]
-        answers = Counter(predictions[n][f][1] for n in names)
-        pairs[(BREEDS[true], BREEDS[answers.most_common(1)[0][0]])] += 1
+    pairs = Counter(result["shared"].values())
     lines += ["", "Images every model gets wrong, by label and the models' most common answer:", "",
               "| label | answer | images |", "|---|---|---|"]
     top = pairs.most_common(12)
@@ -114,7 +112,7 @@ def markdown(result: dict, predictions) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict, predictions, data_root: Path, path: Path, limit: int) -> int:
+def plot(result: dict, data_root: Path, path: Path, limit: int) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,13 +127,11 @@ def plot(result: dict, predictions, data_root: Path, path: Path, limit: int) -> 
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.0), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    names = result["names"]
     for ax, f in zip(axes.flat, shown):
-        true = predictions[names[-1]][f][0]
-        answer = Counter(predictions[n][f][1] for n in names).most_common(1)[0][0]
+        label, answer = result["shared"][f]
         ax.imshow(load_image(data_root / f))
-        ax.set_title(f"label: {BREEDS[true]}\nmodels: {BREEDS[answer]}", fontsize=8)
-    fig.suptitle(f"Val images all {len(names)} models get wrong ({len(shown)} of {len(result['all_wrong'])}, "
+        ax.set_title(f"label: {label}\nmodels: {answer}", fontsize=8)
+    fig.suptitle(f"Val images all {len(result['names'])} models get wrong ({len(shown)} of {len(result['all_wrong'])}, "
                  f"one in {step})")
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title
     fig.savefig(path, dpi=72)  # a few MB otherwise; it is committed
@@ -153,10 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     predictions = {label: read_predictions(commit, path) for label, commit, path in MODELS}
     result = analyse(predictions)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = markdown(result, predictions)
+    report = markdown(result)
     (args.out / "shared_errors.md").write_text(report)
     if args.gallery:
-        plot(result, predictions, resolve_root(args.data), args.out / "shared_errors.png", args.gallery)
+        plot(result, resolve_root(args.data), args.out / "shared_errors.png", args.gallery)
     print(report)
     return 0
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train, evaluate and calibrate the committed models (default: lite2, then lite0, which is distilled
-# from lite2 and the frozen lite0 1.2.0 in training/teachers/, and so needs lite2 first). Idempotent and resumable: run it again after a crash or Ctrl-C;
-# each model continues from its last finished epoch, and finished steps are skipped.
+# from lite2 and the frozen lite0 1.2.0 in training/teachers/, and so needs lite2 first). Idempotent and
+# resumable: run it again after a crash or Ctrl-C; each model continues from its last finished epoch, and
+# finished steps are skipped.
 #   WOOF_DATA_ROOT=../shared/data/imagewoof2-160 scripts/train_models.sh [lite2] [lite0]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -35,6 +35,14 @@ CHECKPOINT_FILE = "last.pt"
 HISTORY_FILE = "history.csv"
 
 
+def teacher_names(teacher: str | list[str] | None) -> list[str]:
+    """A recipe's teacher setting as a list: one folder, "a,b" (the CLI) or a list (a config file)."""
+    if not teacher:
+        return []
+    names = teacher.split(",") if isinstance(teacher, str) else list(teacher)
+    return [n.strip() for n in names if n.strip()]
+
+
 @dataclass
 class TrainConfig:
     model: str = "efficientnet_lite0"
@@ -139,10 +147,7 @@ class TrainConfig:
             bad("wise_alpha < 1 needs head_init imagenet and freeze_bn (the zero-shot start)")
 
     def teacher_names(self) -> list[str]:
-        if not self.teacher:
-            return []
-        names = self.teacher.split(",") if isinstance(self.teacher, str) else list(self.teacher)
-        return [n.strip() for n in names if n.strip()]
+        return teacher_names(self.teacher)
 
     def teacher_dirs(self) -> list[Path]:
         """The teacher folders as given, or relative to the repository (recipes say training/checkpoints/lite2)."""
