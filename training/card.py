@@ -54,6 +54,43 @@ def new_card(name: str, architecture: str, preprocessing: dict[str, Any], **fiel
     return card
 
 
+def bump_minor(version: str) -> str:
+    """1.3.0 -> 1.4.0 (a retrained model: new weights, same interface)."""
+    try:
+        major, minor, *_ = (int(part) for part in version.split("."))
+    except ValueError:
+        raise WoofError(f"card version {version!r} is not MAJOR.MINOR.PATCH") from None
+    return f"{major}.{minor + 1}.0"
+
+
+def version_summary(card: dict[str, Any]) -> dict[str, Any]:
+    """What a card's `previous_versions` keeps of a model it replaced (written by code, never by hand)."""
+    metrics = card.get("metrics") or {}
+    teachers = card.get("recipe", {}).get("teacher")
+    training = card.get("training") or {}
+    summary = {
+        "version": card["version"],
+        "recipe": card.get("command") or "",
+        "data": (card.get("data") or {}).get("dataset", "imagewoof2"),
+        "val_set": metrics.get("val_set", "imagewoof2-160"),  # cards before 1.4.0 were scored on 160 px
+        "training": f"{training.get('epochs', '?')} epochs, {training.get('seconds', 0) / 60:.0f} min",
+    }
+    if teachers:
+        summary["teachers"] = teachers if isinstance(teachers, list) else [teachers]
+    for key in ("val", "val_imagenet_val_subset", "top5", "other_val_sets"):
+        if key in metrics:
+            summary[key] = metrics[key]
+    return summary
+
+
+def succeed(card: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """Make `card` the next version of `old`: bumped version, `old` first in previous_versions."""
+    card["version"] = bump_minor(old.get("version", "1.0.0"))
+    history = [version_summary(old)] if old.get("metrics") else []
+    card["previous_versions"] = history + list(old.get("previous_versions", []))
+    return card
+
+
 def validate_card(card: dict[str, Any], where: str = "card.json") -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in card]
     if missing:

@@ -32,6 +32,12 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--head-init": ("head_init", str, "imagenet (rows of the 10 breeds) | random"),
     "--noise": ("noise", int, "train on noisy labels: 0, 1, 5, 25 or 50 percent"),
     "--holdout": ("holdout", float, "fraction of train held out (stratified) and evaluated each epoch"),
+    "--holdout-seed": ("holdout_seed", int, "seed of the stratified hold-out split (fixed: 0 in every recipe)"),
+    "--holdout-also": ("holdout_also", str, "another copy of Imagewoof (e.g. the 160 px set) where the same "
+                       "hold-out files are scored too"),
+    "--low-res-p": ("low_res_p", float, "probability of shrinking a training photo before cropping (0: off)"),
+    "--low-res-side": ("low_res_side", lambda v: tuple(int(x) for x in v.split(",")),
+                       "MIN,MAX shorter side a shrunk training photo gets, e.g. 128,224"),
     "--limit-per-class": ("limit_per_class", int, "use only N train images per class (smoke runs)"),
     "--teacher": ("teacher", str, "trained model folder to distil from, e.g. training/checkpoints/lite2; "
                   "several, comma-separated: their averaged logits"),
@@ -87,13 +93,18 @@ def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained model (or the zero-shot baseline) on val",
                        description="Top-1/top-5 on full val and on the 162 ImageNet-val-origin images, "
                                    "per-class precision/recall/F1, confusion matrix and a gallery of "
-                                   "mistakes, written to --report.")
+                                   "mistakes, written to --report. --also scores the same model on other "
+                                   "copies of val (e.g. the 160 px set beside the primary 320 px one).")
     p.add_argument("model_dir", nargs="?", help="folder with card.json + model.safetensors "
                                                 "(default: the committed default model)")
     _data_arg(p)
+    p.add_argument("--also", metavar="PATH", action="append", default=[],
+                   help="another Imagewoof copy to score val on too (repeatable); its report goes to "
+                        "REPORT/<its name>, its figures to the card's other_val_sets")
     p.add_argument("--report", metavar="DIR", help="report folder (default: MODEL_DIR/report)")
     p.add_argument("--baseline", action="store_true",
-                   help="also evaluate the untrained ImageNet model's zero-shot baseline at the same preprocessing")
+                   help="also evaluate the untrained ImageNet model's zero-shot baseline at the same preprocessing, "
+                        "with an exact McNemar test of the model against it on the same images")
     p.add_argument("--zero-shot", metavar="ARCH",
                    help="evaluate only the zero-shot baseline of ARCH (no trained model needed)")
     p.add_argument("--eval-size", type=int, help="input size for --zero-shot (default: native)")
@@ -106,58 +117,38 @@ def add_eval(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    import numpy as np
-
     from . import card as cards
-    from .data import list_samples, resolve_root, subset_per_class
-    from .evaluate import compute_metrics, fmt_acc, predict_logits, write_report
+    from .data import resolve_root
+    from .evaluate import card_metrics, evaluate_val, summary_lines, write_report
     from .models import create_model, default_preprocessing
     from .predict import default_model_dir
 
-    root = resolve_root(args.data)
-    samples = list_samples(root, "val")
-    if args.limit_per_class:
-        samples = subset_per_class(samples, args.limit_per_class)
-    mask = np.array([s.from_imagenet_val for s in samples])
-    run = dict(batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
-
-    def baseline(arch: str, spec: dict) -> dict:
-        model = create_model(arch, pretrained="imagenet")
-        logits, labels = predict_logits(model, samples, spec, zero_shot=True, **run)
-        return compute_metrics(logits, labels, mask), logits, labels
-
+    roots = [resolve_root(args.data), *(Path(p).expanduser() for p in args.also)]
+    run = dict(batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+               limit_per_class=args.limit_per_class)
     if args.zero_shot:
         spec = default_preprocessing(args.zero_shot, args.eval_size)
-        metrics, logits, labels = baseline(args.zero_shot, spec)
+        model, zero_shot = None, create_model(args.zero_shot, pretrained="imagenet")
         title = f"zero-shot baseline: {args.zero_shot} ImageNet head, {spec['input_size']} px"
         report = Path(args.report or Path("reports") / f"zero-shot-{args.zero_shot}-{spec['input_size']}")
     else:
         model_dir = Path(args.model_dir or default_model_dir())
         model, card = cards.load_model(model_dir)
         spec = card["preprocessing"]
-        logits, labels = predict_logits(model, samples, spec, **run)
-        metrics = compute_metrics(logits, labels, mask)
-        if args.baseline:
-            metrics["zero_shot"] = {k: v for k, v in baseline(card["architecture"], spec)[0].items()
-                                    if k in ("val", "val_imagenet_val_subset", "top5")}
+        zero_shot = create_model(card["architecture"], pretrained="imagenet") if args.baseline else None
         title = f"{card['name']} {card['version']} ({card['architecture']}, {spec['input_size']} px)"
         report = Path(args.report or model_dir / "report")
-    metrics["images"] = len(samples)
-    metrics["preprocessing"] = spec
-    paths = write_report(report, title, metrics, samples, logits, labels)
-    print(f"{title}\n  full val:            {fmt_acc(metrics['val'])}\n"
-          f"  ImageNet-val subset: {fmt_acc(metrics['val_imagenet_val_subset'])}\n  top-5: {metrics['top5']:.2%}")
-    if "zero_shot" in metrics:
-        print(f"  zero-shot baseline:  {fmt_acc(metrics['zero_shot']['val'])}; "
-              f"subset {fmt_acc(metrics['zero_shot']['val_imagenet_val_subset'])}")
-    print(f"report: {paths['report.md']}")
+    per_set = []
+    for i, root in enumerate(roots):
+        metrics, samples, logits, labels = evaluate_val(root, model, spec, zero_shot, **run)
+        folder = report if i == 0 else report / metrics["val_set"]
+        paths = write_report(folder, f"{title}, {metrics['val_set']} val", metrics, samples, logits, labels)
+        print("\n".join([f"{title} on {root}", *summary_lines(metrics), f"  report: {paths['report.md']}"]))
+        per_set.append(metrics)
     if args.update_card and not args.zero_shot:
         if args.limit_per_class:
             raise WoofError("--update-card needs the full val set (drop --limit-per-class)")
-        card["metrics"] = {k: metrics[k] for k in ("val", "val_imagenet_val_subset", "top5")}
-        card["metrics"]["per_class_f1"] = {c["breed"]: c["f1"] for c in metrics["per_class"]}
-        if "zero_shot" in metrics:
-            card["metrics"]["zero_shot"] = metrics["zero_shot"]
+        card["metrics"] = card_metrics(per_set)
         cards.write_card(model_dir, card)
         print(f"updated {model_dir / cards.CARD_FILE}")
     return 0
@@ -236,6 +227,45 @@ def cmd_wise(args) -> int:
     return 0
 
 
+def add_promote(sub) -> None:
+    p = sub.add_parser("promote", help="make a trained run the next version of a committed model",
+                       description="Copy RUN's weights, card, recipe and history into --to (e.g. "
+                                   "training/checkpoints/lite0). The card gets the next version of the one it "
+                                   "replaces and that card's summary first in previous_versions; the old "
+                                   "report folder is removed (its figures belong to the old weights). Then: "
+                                   "woof eval --to-folder --baseline --update-card.")
+    p.add_argument("run", help="trained run folder (card.json + model.safetensors)")
+    p.add_argument("--to", required=True, metavar="DIR", help="the committed model folder it replaces")
+    p.set_defaults(func=cmd_promote)
+
+
+def cmd_promote(args) -> int:
+    import shutil
+
+    from . import card as cards
+
+    run, target = Path(args.run), Path(args.to)
+    card = cards.read_card(run)
+    if not (run / cards.WEIGHTS_FILE).is_file():
+        raise WoofError(f"no weights at {run / cards.WEIGHTS_FILE}")
+    if run.resolve() == target.resolve():
+        raise WoofError("--to must be another folder than RUN")
+    if (target / cards.CARD_FILE).exists():
+        old = cards.read_card(target)
+        card = cards.succeed({**card, "name": old["name"]}, old)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (cards.WEIGHTS_FILE, "history.csv", "config.yaml"):
+        if (run / name).is_file():
+            shutil.copy2(run / name, target / name)
+    card["metrics"] = {}  # new weights: woof eval --update-card measures them
+    shutil.rmtree(target / "report", ignore_errors=True)
+    cards.write_card(target, card)
+    print(f"{target}: now {card['name']} {card['version']} (replaces "
+          f"{card['previous_versions'][0]['version'] if card.get('previous_versions') else 'nothing'}); "
+          f"next: woof eval {target} --baseline --update-card")
+    return 0
+
+
 def add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="calibrate the open-set rule (is this one of the 10 breeds?)",
                        description="Picks the threshold on the ImageNet head's dog probability (classes "
@@ -279,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict(sub)
     add_export(sub)
     add_wise(sub)
+    add_promote(sub)
     add_calibrate(sub)
     from .archive import add_archive
     from .bench import add_bench

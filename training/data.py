@@ -146,3 +146,44 @@ class ImageDataset:
 
         sample = self.samples[index]
         return self.transform(load_image(sample.path)), sample.label
+
+
+def same_files(samples: list[Sample], other_root: Path) -> list[Sample]:
+    """The same files (split/wnid/name) in another copy of Imagewoof, e.g. the 160 px set."""
+    out = []
+    for s in samples:
+        path = Path(other_root) / s.path.parent.parent.name / s.path.parent.name / s.path.name
+        if not path.is_file():
+            raise WoofError(f"{other_root} is not a copy of the same Imagewoof: {path} is missing")
+        out.append(Sample(path, s.label))
+    return out
+
+
+def shorter_side(root: Path, probe: int = 40) -> int | None:
+    """The shorter side shared by the first `probe` train (else val) images, or None if they differ."""
+    from PIL import Image
+
+    sides = set()
+    for split in SPLITS:
+        if not (root / split).is_dir():
+            continue
+        for wnid in WNIDS:
+            folder = root / split / wnid
+            files = sorted(folder.iterdir())[: max(1, probe // len(WNIDS))] if folder.is_dir() else []
+            for path in files:
+                try:
+                    with Image.open(path) as img:
+                        sides.add(min(img.size))
+                except OSError:
+                    continue
+        if sides:  # the first split that has images decides
+            break
+    return sides.pop() if len(sides) == 1 else None
+
+
+def data_description(root: Path) -> dict[str, object]:
+    """What a card records about its data: which Imagewoof copy (by its images' shorter side)."""
+    side = shorter_side(root)
+    name = {160: "imagewoof2-160", 320: "imagewoof2-320"}.get(side, "imagewoof2" if side is None else
+                                                              f"imagewoof2 (shorter side {side})")
+    return {"dataset": name, "shorter_side": side}

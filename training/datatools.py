@@ -1,7 +1,7 @@
 """`woof data`: fetch, verify and describe Imagewoof.
 
     woof data fetch  [--size 160|320|full] [--dest DIR] [--from PATH]   get the official archive
-    woof data verify [--data PATH] [--quick]                             check layout, counts, images
+    woof data verify [--data PATH] [--quick] [--expect 160|320|full]     check layout, counts, images
     woof data stats  [--data PATH] [--out DIR]                           class balance, sizes, plots
 
 The work is done by small functions (`fetch`, `verify`, `stats`, `write_stats`); the `cmd_*`
@@ -45,6 +45,18 @@ NOISY_CSV = "noisy_imagewoof.csv"
 EXPECTED_IMAGENET_VAL = 162  # val images that come from ImageNet's own val set (official split)
 PARALLEL_FROM = 100  # fewer images than this are checked in-process (a pool costs ~1 s to start)
 MAX_LISTED = 20  # corrupt files / csv mismatches printed in full up to this many
+# The official imagewoof2 file list (the `path` column of the 160 px set's noisy_imagewoof.csv, sorted):
+# the three sizes hold exactly these 12,954 files. Regenerate: cut -d, -f1 noisy_imagewoof.csv | tail -n +2 |
+# sort | gzip -9n > training/imagewoof2_files.txt.gz
+OFFICIAL_FILES = Path(__file__).with_name("imagewoof2_files.txt.gz")
+EXPECTED_SIDE = {"160": 160, "320": 320, "full": None}  # shorter side of every image; full: originals vary
+
+
+def official_files() -> list[str]:
+    import gzip
+
+    with gzip.open(OFFICIAL_FILES, "rt") as f:
+        return [line.strip() for line in f if line.strip()]
 
 
 # ================================================================ fetch
@@ -293,6 +305,10 @@ class VerifyReport:
     noisy_missing: list[str] = field(default_factory=list)  # on disk, not in the csv
     noisy_extra: list[str] = field(default_factory=list)  # in the csv, not on disk
     other_files: list[str] = field(default_factory=list)  # non-image files in class folders
+    expect: str | None = None  # --expect: the official copy this must be (160, 320, full)
+    official_missing: list[str] = field(default_factory=list)  # official files not on disk
+    official_extra: list[str] = field(default_factory=list)  # images on disk that are not official
+    wrong_size: list[tuple[str, int]] = field(default_factory=list)  # (path, shorter side) off the expected side
     seconds: float = 0.0
 
     @property
@@ -310,6 +326,15 @@ class VerifyReport:
                for split, per_class in self.counts.items() for w, n in per_class.items() if n == 0]
         if self.corrupt:
             out.append(f"{len(self.corrupt)} corrupt image(s)")
+        if self.expect:  # a claimed official copy must be exactly that
+            name = ARCHIVE_NAMES[self.expect]
+            if self.official_missing:
+                out.append(f"{len(self.official_missing):,} file(s) of the official {name} missing")
+            if self.official_extra:
+                out.append(f"{len(self.official_extra):,} image(s) not in the official {name}")
+            if self.wrong_size:
+                side = EXPECTED_SIDE[self.expect]
+                out.append(f"{len(self.wrong_size):,} image(s) whose shorter side is not {side} px")
         return out
 
     @property
@@ -340,10 +365,13 @@ class VerifyReport:
         return not self.errors
 
 
-def verify(root: Path, decode: bool = True, workers: int = 2, progress: bool = False) -> VerifyReport:
+def verify(root: Path, decode: bool = True, workers: int = 2, progress: bool = False,
+           expect: str | None = None) -> VerifyReport:
     """Check an Imagewoof folder. Raises WoofError if the layout is wrong; otherwise returns a report
-    whose `errors` (corrupt images, empty classes) and `warnings` (unofficial counts, csv mismatch)
-    say what else is wrong."""
+    whose `errors` (corrupt images, empty classes; with `expect`, any difference from that official
+    copy) and `warnings` (unofficial counts, csv mismatch) say what else is wrong."""
+    if expect is not None and expect not in EXPECTED_SIDE:
+        raise WoofError(f"--expect must be one of {', '.join(EXPECTED_SIDE)}, not {expect}")
     start = time.perf_counter()
     check_layout(root)
     files = image_files(root)
@@ -358,6 +386,15 @@ def verify(root: Path, decode: bool = True, workers: int = 2, progress: bool = F
     report.greyscale = [i.path for i in infos if i.mode == "L"]
 
     on_disk = {p.relative_to(root).as_posix() for p in paths}
+    if expect:
+        official = set(official_files())
+        report.expect = expect
+        report.official_missing = sorted(official - on_disk)
+        report.official_extra = sorted(on_disk - official)
+        side = EXPECTED_SIDE[expect]
+        if side:
+            report.wrong_size = [(i.path, min(i.width, i.height)) for i in infos
+                                 if not i.error and min(i.width, i.height) != side]
     listed = _noisy_paths(root / NOISY_CSV)
     if listed is not None:
         report.noisy_csv, report.noisy_rows = True, len(listed)
@@ -408,6 +445,19 @@ def format_verify(report: VerifyReport) -> str:
                 lines.append(f"  ... and {len(items) - MAX_LISTED // 4} more {kind}")
     else:
         lines.append(f"{NOISY_CSV}: missing or unreadable")
+    if report.expect:
+        name = ARCHIVE_NAMES[report.expect]
+        side = EXPECTED_SIDE[report.expect]
+        lines.append(f"against the official {name} file list ({len(official_files()):,} files"
+                     + (f", shorter side {side} px" if side else ", sizes not checked: originals vary") + "): "
+                     + ("exact match" if not (report.official_missing or report.official_extra or report.wrong_size)
+                        else f"{len(report.official_missing)} missing, {len(report.official_extra)} extra, "
+                             f"{len(report.wrong_size)} of the wrong size"))
+        for kind, items in (("MISSING", report.official_missing), ("EXTRA", report.official_extra),
+                            ("WRONG SIZE", [f"{p} (shorter side {s} px)" for p, s in report.wrong_size])):
+            lines += [f"  {kind} {p}" for p in items[:MAX_LISTED]]
+            if len(items) > MAX_LISTED:
+                lines.append(f"  ... and {len(items) - MAX_LISTED} more {kind.lower()}")
     lines += [f"warning: {w}" for w in report.warnings]
     verdict = "OK" if report.ok else "FAILED: " + "; ".join(report.errors)
     lines.append(f"{verdict} ({report.seconds:.1f} s)")
@@ -604,11 +654,15 @@ def add_data(sub) -> None:
                     "  - every image decodes fully, as training loads it (--quick: headers only)\n"
                     "  - greyscale files, ImageNet-val-origin val images (official: "
                     f"{EXPECTED_IMAGENET_VAL}), and that\n    {NOISY_CSV} lists exactly the files on disk\n\n"
-                    "Fails (exit 2) when the layout is wrong, an image is corrupt or a class folder is empty.\n"
+                    "Fails (exit 2) when the layout is wrong, an image is corrupt or a class folder is empty,\n"
+                    "and with --expect SIZE when anything differs from that official copy.\n"
                     "Only warns when counts differ from the official split (a subset or another version\n"
                     "trains fine but does not compare with published figures) or the csv does not match.")
     _data_flag(v)
     v.add_argument("--quick", action="store_true", help="read image headers only, skip full decoding")
+    v.add_argument("--expect", choices=list(EXPECTED_SIDE),
+                   help="this must be the official imagewoof2-160, -320 or full copy: every official file present, "
+                        "nothing else, every shorter side 160 / 320 px; any difference fails (exit 2)")
     _common_flags(v, workers=min(2, os.cpu_count() or 1))
     v.set_defaults(func=cmd_verify)
 
@@ -634,7 +688,8 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    report = verify(resolve_root(args.data), decode=not args.quick, workers=args.workers, progress=not args.quiet)
+    report = verify(resolve_root(args.data), decode=not args.quick, workers=args.workers, progress=not args.quiet,
+                    expect=args.expect)
     print(format_verify(report), flush=True)
     if not report.ok:
         raise WoofError(f"{report.root} failed verification: " + "; ".join(report.errors))

@@ -34,6 +34,23 @@ def accuracy_entry(correct: int, total: int) -> dict[str, Any]:
             "ci95": [round(low, 4), round(high, 4)]}
 
 
+def mcnemar_exact(model_right: np.ndarray, other_right: np.ndarray) -> dict[str, Any]:
+    """Exact (binomial) McNemar test of two classifiers on the same images: only the images where
+    exactly one of them is right count; two-sided p-value for "they are equally good"."""
+    model_right, other_right = np.asarray(model_right, bool), np.asarray(other_right, bool)
+    only_model = int((model_right & ~other_right).sum())
+    only_other = int((~model_right & other_right).sum())
+    n = only_model + only_other
+    tail = sum(math.comb(n, i) for i in range(min(only_model, only_other) + 1))
+    p = min(1.0, 2 * tail / 2**n) if n else 1.0
+    return {"only_model_right": only_model, "only_zero_shot_right": only_other, "p_value": round(p, 4)}
+
+
+def fmt_mcnemar(test: dict[str, Any]) -> str:
+    return (f"{test['only_model_right']} images right only for the model, {test['only_zero_shot_right']} only for "
+            f"zero-shot, exact McNemar p = {test['p_value']:.3g}")
+
+
 def predict_logits(model, samples, spec, batch_size: int = 64, workers: int = 2, progress: bool = True,
                    device=None, zero_shot: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Logits (N x 10) and labels (N) for samples, through the shared preprocessing."""
@@ -163,6 +180,8 @@ def write_report(out_dir: Path, title: str, metrics: dict[str, Any], samples, lo
 
 
 def fmt_acc(entry: dict[str, Any]) -> str:
+    if not entry["total"]:
+        return "n/a (no images)"
     lo, hi = entry["ci95"]
     return f"{entry['top1']:.2%} ({entry['correct']}/{entry['total']}, 95% CI {lo:.1%}–{hi:.1%})"
 
@@ -176,9 +195,71 @@ def markdown_report(title: str, metrics: dict[str, Any]) -> str:
         zs = metrics["zero_shot"]
         lines += [f"- zero-shot baseline (ImageNet head, no training): {fmt_acc(zs['val'])}; "
                   f"subset {fmt_acc(zs['val_imagenet_val_subset'])}", ""]
+    if "mcnemar_vs_zero_shot" in metrics:
+        test = metrics["mcnemar_vs_zero_shot"]
+        lines += [f"- against zero-shot, full val: {fmt_mcnemar(test['val'])}",
+                  f"- against zero-shot, subset: {fmt_mcnemar(test['val_imagenet_val_subset'])}", ""]
     lines += ["| breed | wnid | precision | recall | F1 | images |", "|---|---|---|---|---|---|"]
     for c in metrics["per_class"]:
         lines.append(f"| {c['breed']} | {c['wnid']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} "
                      f"| {c['support']} |")
     lines += ["", "![confusion matrix](confusion_matrix.png)", "", "![misclassified](misclassified.png)", ""]
     return "\n".join(lines)
+
+
+CARD_KEYS = ("val", "val_imagenet_val_subset", "top5", "zero_shot", "mcnemar_vs_zero_shot", "val_set")
+
+
+def evaluate_val(root: Path, model, spec: dict[str, Any], zero_shot_model=None, limit_per_class: int | None = None,
+                 **run) -> tuple[dict[str, Any], list, np.ndarray, np.ndarray]:
+    """Metrics of `model` on one copy of val (None: score only `zero_shot_model`'s zero-shot head); with
+    `zero_shot_model`, its zero-shot row and the paired test against it on the same images."""
+    from .data import data_description, list_samples, subset_per_class
+
+    samples = list_samples(root, "val")
+    if limit_per_class:
+        samples = subset_per_class(samples, limit_per_class)
+    mask = np.array([s.from_imagenet_val for s in samples], dtype=bool)
+    zs_logits = None
+    if zero_shot_model is not None:
+        zs_logits, labels = predict_logits(zero_shot_model, samples, spec, zero_shot=True, **run)
+    if model is None:
+        logits = zs_logits
+    else:
+        logits, labels = predict_logits(model, samples, spec, **run)
+    metrics = compute_metrics(logits, labels, mask)
+    if model is not None and zs_logits is not None:
+        zs = compute_metrics(zs_logits, labels, mask)
+        metrics["zero_shot"] = {k: zs[k] for k in ("val", "val_imagenet_val_subset", "top5")}
+        hit, zs_hit = logits.argmax(1) == labels, zs_logits.argmax(1) == labels
+        metrics["mcnemar_vs_zero_shot"] = {"val": mcnemar_exact(hit, zs_hit),
+                                           "val_imagenet_val_subset": mcnemar_exact(hit[mask], zs_hit[mask])}
+    metrics["val_set"] = data_description(root)["dataset"]
+    metrics["images"] = len(samples)
+    metrics["preprocessing"] = spec
+    return metrics, samples, logits, labels
+
+
+def summary_lines(metrics: dict[str, Any]) -> list[str]:
+    lines = [f"  {metrics['val_set']} full val:    {fmt_acc(metrics['val'])}",
+             f"  {metrics['val_set']} ImageNet-val subset: {fmt_acc(metrics['val_imagenet_val_subset'])}",
+             f"  top-5: {metrics['top5']:.2%}"]
+    if "zero_shot" in metrics:
+        zs = metrics["zero_shot"]
+        lines.append(f"  zero-shot baseline:  {fmt_acc(zs['val'])}; subset {fmt_acc(zs['val_imagenet_val_subset'])}")
+        test = metrics["mcnemar_vs_zero_shot"]
+        lines.append(f"  vs zero-shot, full val: {fmt_mcnemar(test['val'])}")
+        lines.append(f"  vs zero-shot, subset:   {fmt_mcnemar(test['val_imagenet_val_subset'])}")
+    return lines
+
+
+def card_metrics(per_set: list[dict[str, Any]]) -> dict[str, Any]:
+    """A card's `metrics`: the first val set's figures at the top (the primary), the others under
+    `other_val_sets` by name."""
+    first, *others = per_set
+    out = {k: first[k] for k in CARD_KEYS if k in first}
+    out["per_class_f1"] = {c["breed"]: c["f1"] for c in first["per_class"]}
+    if others:
+        out["other_val_sets"] = {m["val_set"]: {k: m[k] for k in CARD_KEYS if k in m and k != "val_set"}
+                                 for m in others}
+    return out

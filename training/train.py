@@ -62,6 +62,13 @@ class TrainConfig:
     freeze_bn: bool = True
     noise: int = 0  # train on noisy_imagewoof.csv's noisy_labels_<noise> column
     holdout: float = 0.0  # fraction of train held out (stratified) for recipe selection
+    holdout_seed: int = 0  # the hold-out's own seed: one fixed hold-out whatever the training seed
+    # another copy of the same Imagewoof (e.g. the 160 px set): the hold-out's files are scored there too
+    holdout_also: str | None = None
+    # resolution robustness: with probability low_res_p, shrink a training photo so its shorter side is
+    # a random size in low_res_side before cropping (people send small, recompressed photos too)
+    low_res_p: float = 0.0
+    low_res_side: tuple[int, int] = (128, 224)
     limit_per_class: int | None = None  # tiny runs (tests, smoke checks)
     seed: int = 0
     workers: int = 2
@@ -89,8 +96,9 @@ class TrainConfig:
                      for k in unknown]
             raise WoofError(f"{where}: unknown setting {', '.join(hints)}")
         values = dict(values)
-        if "crop_scale" in values:
-            values["crop_scale"] = tuple(values["crop_scale"])
+        for key in ("crop_scale", "low_res_side"):
+            if key in values:
+                values[key] = tuple(values[key])
         config = cls(**values)
         config.check()
         return config
@@ -130,6 +138,14 @@ class TrainConfig:
             bad("crop_scale must be two numbers 0 < min <= max <= 1")
         if not 0 <= self.holdout < 1:
             bad("holdout must be in [0, 1)")
+        if self.holdout_also and not self.holdout:
+            bad("holdout_also needs a hold-out (holdout > 0)")
+        if self.holdout_also and not _repo_relative(self.holdout_also).is_dir():
+            bad(f"holdout_also: {self.holdout_also} is not a folder")
+        if not 0 <= self.low_res_p <= 1:
+            bad("low_res_p must be in [0, 1]")
+        if len(self.low_res_side) != 2 or not 8 <= self.low_res_side[0] <= self.low_res_side[1]:
+            bad("low_res_side must be two sizes 8 <= min <= max")
         if not 0 <= self.distill_alpha <= 1:
             bad("distill_alpha must be in [0, 1]")
         if not self.distill_temperature > 0:
@@ -156,6 +172,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["crop_scale"] = list(self.crop_scale)
+        d["low_res_side"] = list(self.low_res_side)
         return d
 
 
@@ -188,10 +205,33 @@ def _freeze_batchnorm(model) -> None:
             m.eval()
 
 
+class RandomDownscale:
+    """Shrink a PIL image so its shorter side is a random size in `sides` (never enlarges).
+
+    The resampling filter is drawn too: the small photos people send were shrunk by many tools."""
+
+    FILTERS = ("BILINEAR", "BICUBIC", "LANCZOS", "BOX")
+
+    def __init__(self, sides: tuple[int, int]):
+        self.sides = sides
+
+    def __call__(self, img):
+        from PIL import Image
+
+        side = random.randint(*self.sides)
+        width, height = img.size
+        if side >= min(width, height):
+            return img
+        scale = side / min(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return img.resize(size, getattr(Image.Resampling, random.choice(self.FILTERS)))
+
+
 def train_transform(config: TrainConfig, spec: dict[str, Any]):
     from torchvision import transforms as T
 
-    steps = [T.RandomResizedCrop(config.train_size, scale=config.crop_scale,
+    steps = [T.RandomApply([RandomDownscale(config.low_res_side)], p=config.low_res_p)] if config.low_res_p else []
+    steps += [T.RandomResizedCrop(config.train_size, scale=config.crop_scale,
                                  interpolation=T.InterpolationMode.BICUBIC)]
     if config.hflip:
         steps.append(T.RandomHorizontalFlip())
@@ -244,7 +284,7 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     from tqdm import tqdm
 
     from . import card as cards
-    from .data import ImageDataset, holdout_split, list_samples, subset_per_class
+    from .data import ImageDataset, data_description, holdout_split, list_samples, same_files, subset_per_class
     from .evaluate import predict_logits
     from .models import count_parameters, create_model, default_preprocessing
 
@@ -271,10 +311,11 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     samples = list_samples(data_root, "train", noise=config.noise)
     held: list = []
     if config.holdout:
-        samples, held = holdout_split(samples, config.holdout, config.seed)
+        samples, held = holdout_split(samples, config.holdout, config.holdout_seed)
     if config.limit_per_class:
         samples = subset_per_class(samples, config.limit_per_class)
         held = subset_per_class(held, config.limit_per_class)
+    held_also = same_files(held, _repo_relative(config.holdout_also)) if config.holdout_also else []
 
     model = create_model(config.model, pretrained="none" if state else config.pretrained,
                          imagenet_head=config.pretrained == "imagenet")
@@ -364,14 +405,16 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
                "lr": scheduler.get_last_lr()[0], "seconds": round(epoch_seconds, 1),
                "images_per_s": round(seen / epoch_seconds, 1), "holdout_acc": ""}
         if held:
-            def holdout_acc(module) -> float:
-                logits, labels = predict_logits(module, held, spec, batch_size=64, workers=config.workers,
+            def holdout_acc(module, images) -> float:
+                logits, labels = predict_logits(module, images, spec, batch_size=64, workers=config.workers,
                                                 progress=progress, device=device)
                 return round(float((logits.argmax(1) == labels).mean()), 4)
 
-            row["holdout_acc"] = holdout_acc(model)
+            row["holdout_acc"] = holdout_acc(model, held)
+            if held_also:
+                row[f"holdout_acc_{Path(config.holdout_also).name}"] = holdout_acc(model, held_also)
             if ema is not None:  # the same images, so raw and averaged weights compare pairwise
-                row["holdout_acc_ema"] = holdout_acc(ema.module)
+                row["holdout_acc_ema"] = holdout_acc(ema.module, held)
         _atomic_torch_save({
             "config": config.to_dict(), "epoch": epoch + 1, "train_seconds": train_seconds,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -388,6 +431,8 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         print(f"epoch {epoch + 1}: loss {row['train_loss']}, train acc {row['train_acc']}, "
               f"{row['images_per_s']} img/s, {row['seconds']} s"
               + (f", hold-out acc {row['holdout_acc']}" if held else "")
+              + "".join(f", {k[len('holdout_acc_'):]} {v}" for k, v in row.items()
+                        if k.startswith("holdout_acc_") and k != "holdout_acc_ema")
               + (f" (moving average {row['holdout_acc_ema']})" if held and ema is not None else ""))
 
     if ema is not None:
@@ -405,8 +450,9 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         parameters=count_parameters(model),
         weights_sha256=sha,
         recipe=config.to_dict(),
-        data={"dataset": "imagewoof2", "train_images": len(samples), "holdout_images": len(held),
-              "noise": config.noise, "holdout_seed": config.seed if held else None},
+        data={"train_images": len(samples), "holdout_images": len(held),
+              "noise": config.noise, "holdout_fraction": config.holdout,
+              "holdout_seed": config.holdout_seed if held else None, **data_description(data_root)},
         training={"seconds": round(train_seconds, 1), "epochs": config.epochs, "hardware": cards.hardware(),
                   "device": str(device)},
         has_imagenet_head=model.imagenet_head is not None,
@@ -414,9 +460,8 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     )
     if config.wise_alpha < 1:
         card["wise_ft"] = {"alpha": config.wise_alpha, "source": "this run's final epoch"}
-    if (out_dir / cards.CARD_FILE).exists():  # a retrained model keeps its version line
-        old = cards.read_card(out_dir)
-        card["version"] = old.get("version", card["version"])  # metrics are not kept: new weights
+    if (out_dir / cards.CARD_FILE).exists():  # a retrained model continues its version line
+        cards.succeed(card, cards.read_card(out_dir))  # metrics are not kept: new weights
     cards.write_card(out_dir, card)
     print(f"saved {weights_path} and {out_dir / cards.CARD_FILE}")
     return {"out": str(out_dir), "seconds": train_seconds, "card": card}
