@@ -161,3 +161,24 @@ def test_promote_and_retrain_give_the_next_version_and_keep_the_old_one(tiny_mod
     assert (target / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
     assert main(["promote", str(target), "--to", str(target)]) == 2
     assert cards.bump_minor("2.9.1") == "2.10.0"
+
+
+def test_mixed_copies_read_the_same_photo_from_the_other_copy_with_probability_p(tmp_path, data_root):
+    from training.data import ImageDataset
+    from training.train import MixedCopies
+
+    samples = list_samples(data_root, "train")[:20]
+    small = tmp_path / "small"
+    for s in samples:
+        target = small / "train" / s.wnid / s.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(s.path) as img:
+            img.resize((img.width // 2, img.height // 2)).save(target)
+    base = ImageDataset(samples, lambda img: min(img.size))
+    other = same_files(samples, small)
+    assert {MixedCopies(base, other, 1.0)[i][0] for i in range(20)} == {80}
+    assert {MixedCopies(base, other, 0.0)[i][0] for i in range(20)} == {160}
+    mixed = [MixedCopies(base, other, 0.5)[i] for i in range(20)]
+    assert {size for size, _ in mixed} == {80, 160} and [label for _, label in mixed] == [s.label for s in samples]
+    with pytest.raises(Exception, match="needs mix_data"):
+        TrainConfig.from_dict({"mix_p": 0.5})

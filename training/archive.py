@@ -112,7 +112,8 @@ def is_current(mar: Path, model_dir: Path, fmt: str) -> bool:
 
 def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | Path,
                   store: str | Path = MODEL_STORE, parity_images: int = PARITY_IMAGES,
-                  calibration_images: int = CALIBRATION_IMAGES, evaluate_int8: bool = True, log=print) -> Path:
+                  calibration_images: int = CALIBRATION_IMAGES, evaluate_int8: bool = True, log=print,
+                  also: tuple[str | Path, ...] = ()) -> Path:
     """Export `model_dir` as `fmt` and package it as `store/name.mar`. Returns the archive's path."""
     if fmt not in FORMATS:
         raise WoofError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -137,14 +138,7 @@ def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | P
         serialized = info.pop("file")
         if fmt == "onnx-int8" and evaluate_int8:
             # Quantisation changes the predictions: the card must carry this file's own accuracy.
-            log(f"measuring {name} on the full val set (INT8 changes the accuracy)")
-            measured = evaluate_export(serialized, fmt, data_root, card["preprocessing"], progress=False)
-            source = {k: card.get("metrics", {}).get(k) for k in ("val", "val_imagenet_val_subset")}
-            card["metrics"] = {**measured, "measured_on": f"this INT8 file ({SERIALIZED_FILE[fmt]})",
-                               "fp32_source": source}
-            fp32 = f" (fp32 {source['val']['top1']:.2%})" if source.get("val") else ""
-            log(f"{name}: top-1 {measured['val']['top1']:.2%} full val{fp32}, "
-                f"{measured['val_imagenet_val_subset']['top1']:.2%} ImageNet-val subset")
+            card["metrics"] = int8_metrics(serialized, fmt, card, [Path(data_root), *map(Path, also)], name, log)
         card["archive"] = {
             "name": name, **info,
             "source": {"model_dir": _display(model_dir), **source_hashes(model_dir)},
@@ -168,6 +162,31 @@ def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | P
         return target
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def int8_metrics(serialized: Path, fmt: str, card: dict[str, Any], roots: list[Path], name: str, log) -> dict:
+    """The INT8 file's own accuracy on each copy of val (primary first), beside its fp32 model's figures."""
+    from .data import data_description
+
+    fp32 = card.get("metrics") or {}
+    fp32_sets = {fp32.get("val_set", "imagewoof2-160"): fp32, **fp32.get("other_val_sets", {})}
+    per_set = []
+    for root in roots:
+        log(f"measuring {name} on the full val set of {root} (INT8 changes the accuracy)")
+        measured = evaluate_export(serialized, fmt, root, card["preprocessing"], progress=False)
+        val_set = data_description(root)["dataset"]
+        source = {k: fp32_sets.get(val_set, {}).get(k) for k in ("val", "val_imagenet_val_subset")}
+        shown = f" (fp32 {source['val']['top1']:.2%})" if source.get("val") else ""
+        log(f"{name} on {val_set}: top-1 {measured['val']['top1']:.2%} full val{shown}, "
+            f"{measured['val_imagenet_val_subset']['top1']:.2%} ImageNet-val subset")
+        per_set.append({**measured, "val_set": val_set, "fp32_source": source})
+    from .card import hardware
+
+    first, *others = per_set
+    out = {**first, "measured_on": f"this INT8 file ({SERIALIZED_FILE[fmt]}) on {hardware()}"}
+    if others:
+        out["other_val_sets"] = {m["val_set"]: {k: v for k, v in m.items() if k != "val_set"} for m in others}
+    return out
 
 
 def _display(path: Path) -> str:
@@ -212,6 +231,8 @@ def add_archive(sub) -> None:
     p.add_argument("--store", metavar="DIR", help=f"model store folder (default: {MODEL_STORE.relative_to(REPO)})")
     p.add_argument("--data", metavar="PATH", help="Imagewoof root for the parity check and INT8 calibration "
                                                   "(default: $WOOF_DATA_ROOT)")
+    p.add_argument("--also", metavar="PATH", action="append", default=[],
+                   help="another Imagewoof copy whose val the INT8 file is also scored on (e.g. the 160 px set)")
     p.add_argument("--parity-images", type=int, default=PARITY_IMAGES, help="val images for the parity check")
     p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
                    help="train images for INT8 calibration")
@@ -222,7 +243,8 @@ def cmd_archive(args) -> int:
     from .data import resolve_root
 
     store = Path(args.store) if args.store else MODEL_STORE
-    sizes = {"parity_images": args.parity_images, "calibration_images": args.calibration_images}
+    sizes = {"parity_images": args.parity_images, "calibration_images": args.calibration_images,
+             "also": tuple(args.also)}
     if args.model_dir:
         if args.names or args.all or not (args.name and args.format):
             raise WoofError("--model-dir needs --name and --format (and no archive names or --all)")

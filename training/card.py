@@ -63,6 +63,12 @@ def bump_minor(version: str) -> str:
     return f"{major}.{minor + 1}.0"
 
 
+def trained_on(card: dict[str, Any]) -> str:
+    """The Imagewoof copy a model trained on; cards before 1.4.0 said only "imagewoof2": all were the 160 px set."""
+    data = card.get("data") or {}
+    return data.get("dataset", "imagewoof2") if "shorter_side" in data else "imagewoof2-160"
+
+
 def version_summary(card: dict[str, Any]) -> dict[str, Any]:
     """What a card's `previous_versions` keeps of a model it replaced (written by code, never by hand)."""
     metrics = card.get("metrics") or {}
@@ -71,7 +77,7 @@ def version_summary(card: dict[str, Any]) -> dict[str, Any]:
     summary = {
         "version": card["version"],
         "recipe": card.get("command") or "",
-        "data": (card.get("data") or {}).get("dataset", "imagewoof2"),
+        "data": trained_on(card),
         "val_set": metrics.get("val_set", "imagewoof2-160"),  # cards before 1.4.0 were scored on 160 px
         "training": f"{training.get('epochs', '?')} epochs, {training.get('seconds', 0) / 60:.0f} min",
     }

@@ -38,6 +38,9 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--low-res-p": ("low_res_p", float, "probability of shrinking a training photo before cropping (0: off)"),
     "--low-res-side": ("low_res_side", lambda v: tuple(int(x) for x in v.split(",")),
                        "MIN,MAX shorter side a shrunk training photo gets, e.g. 128,224"),
+    "--mix-data": ("mix_data", str, "another copy of Imagewoof (e.g. the 160 px set) that training photos are "
+                   "read from with probability --mix-p"),
+    "--mix-p": ("mix_p", float, "probability of reading a training photo from --mix-data (0: off)"),
     "--limit-per-class": ("limit_per_class", int, "use only N train images per class (smoke runs)"),
     "--teacher": ("teacher", str, "trained model folder to distil from, e.g. training/checkpoints/lite2; "
                   "several, comma-separated: their averaged logits"),

@@ -69,6 +69,10 @@ class TrainConfig:
     # a random size in low_res_side before cropping (people send small, recompressed photos too)
     low_res_p: float = 0.0
     low_res_side: tuple[int, int] = (128, 224)
+    # mixed resolutions from real copies: with probability mix_p a training photo is read from mix_data
+    # instead (another copy of the same Imagewoof, e.g. the 160 px set: the same photos, smaller)
+    mix_data: str | None = None
+    mix_p: float = 0.0
     limit_per_class: int | None = None  # tiny runs (tests, smoke checks)
     seed: int = 0
     workers: int = 2
@@ -144,6 +148,12 @@ class TrainConfig:
             bad(f"holdout_also: {self.holdout_also} is not a folder")
         if not 0 <= self.low_res_p <= 1:
             bad("low_res_p must be in [0, 1]")
+        if not 0 <= self.mix_p <= 1:
+            bad("mix_p must be in [0, 1]")
+        if self.mix_p and not self.mix_data:
+            bad("mix_p > 0 needs mix_data (another copy of Imagewoof)")
+        if self.mix_data and not _repo_relative(self.mix_data).is_dir():
+            bad(f"mix_data: {self.mix_data} is not a folder")
         if len(self.low_res_side) != 2 or not 8 <= self.low_res_side[0] <= self.low_res_side[1]:
             bad("low_res_side must be two sizes 8 <= min <= max")
         if not 0 <= self.distill_alpha <= 1:
@@ -227,6 +237,26 @@ class RandomDownscale:
         return img.resize(size, getattr(Image.Resampling, random.choice(self.FILTERS)))
 
 
+class MixedCopies:
+    """A training set that reads each photo from a second copy (e.g. 160 px) with probability p.
+
+    DataLoader seeds Python's `random` in every worker, so the draw is reproducible for a seed."""
+
+    def __init__(self, dataset, other_samples, p: float):
+        self.dataset, self.other, self.p = dataset, other_samples, p
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        from .preprocess import load_image
+
+        if random.random() < self.p:
+            sample = self.other[index]
+            return self.dataset.transform(load_image(sample.path)), sample.label
+        return self.dataset[index]
+
+
 def train_transform(config: TrainConfig, spec: dict[str, Any]):
     from torchvision import transforms as T
 
@@ -284,7 +314,15 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     from tqdm import tqdm
 
     from . import card as cards
-    from .data import ImageDataset, data_description, holdout_split, list_samples, same_files, subset_per_class
+    from .data import (
+        EXPECTED_COUNTS,
+        ImageDataset,
+        data_description,
+        holdout_split,
+        list_samples,
+        same_files,
+        subset_per_class,
+    )
     from .evaluate import predict_logits
     from .models import count_parameters, create_model, default_preprocessing
 
@@ -309,6 +347,9 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
 
     samples = list_samples(data_root, "train", noise=config.noise)
+    if len(samples) != EXPECTED_COUNTS["train"]:  # never train on a partial set without saying so
+        print(f"warning: {data_root / 'train'} holds {len(samples):,} images, the official imagewoof2 train split "
+              f"{EXPECTED_COUNTS['train']:,} (check it with woof data verify --expect 320)")
     held: list = []
     if config.holdout:
         samples, held = holdout_split(samples, config.holdout, config.holdout_seed)
@@ -356,7 +397,10 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         random.setstate(_restore_py_rng(state["rng_python"]))
 
     generator = torch.Generator().manual_seed(config.seed + start_epoch)
-    loader = DataLoader(ImageDataset(samples, train_transform(config, spec)), batch_size=config.batch_size,
+    dataset = ImageDataset(samples, train_transform(config, spec))
+    if config.mix_p:
+        dataset = MixedCopies(dataset, same_files(samples, _repo_relative(config.mix_data)), config.mix_p)
+    loader = DataLoader(dataset, batch_size=config.batch_size,
                         shuffle=True, drop_last=True, num_workers=config.workers, generator=generator,
                         persistent_workers=config.workers > 0, pin_memory=device.type == "cuda")
     out_dir.mkdir(parents=True, exist_ok=True)
