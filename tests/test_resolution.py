@@ -182,3 +182,47 @@ def test_mixed_copies_read_the_same_photo_from_the_other_copy_with_probability_p
     assert {size for size, _ in mixed} == {80, 160} and [label for _, label in mixed] == [s.label for s in samples]
     with pytest.raises(Exception, match="needs mix_data"):
         TrainConfig.from_dict({"mix_p": 0.5})
+
+
+def test_paired_copies_give_the_teacher_the_same_crop_of_the_sharp_photo(tmp_path, data_root):
+    import torch
+
+    from training.train import PairedCopies
+
+    samples = list_samples(data_root, "train")[:6]
+    small = tmp_path / "small"
+    for s in samples:
+        target = small / "train" / s.wnid / s.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(s.path) as img:
+            img.resize((img.width // 2, img.height // 2), Image.Resampling.LANCZOS).save(target, quality=95)
+    config = TrainConfig(train_size=64, crop_scale=(0.3, 0.6))
+    spec = {"mean": [0.5] * 3, "std": [0.5] * 3}
+    paired = PairedCopies(samples, same_files(samples, small), 1.0, config, spec)
+    for i in range(len(samples)):
+        student, teacher, label = paired[i]
+        assert student.shape == teacher.shape == (3, 64, 64) and label == samples[i].label
+        other = paired[(i + 1) % len(samples)][1]  # a crop of another photo
+        same_gap = (student - teacher).abs().mean()
+        assert same_gap < 0.1 and same_gap < (student - other).abs().mean() / 2
+    student, teacher, _ = PairedCopies(samples, same_files(samples, small), 0.0, config, spec)[0]
+    assert torch.equal(student, teacher)  # p = 0: both see the sharp crop
+
+
+def test_a_zero_shot_teacher_is_the_untrained_model(tmp_path, data_root):
+    from training.errors import WoofError
+    from training.models import default_preprocessing
+    from training.train import _load_one_teacher
+
+    config = TrainConfig(teacher="zero-shot:efficientnet_lite0", teacher_runtime="pytorch")
+    spec = default_preprocessing("efficientnet_lite0")
+    import torch
+
+    teacher = _load_one_teacher(config.teacher_dirs()[0], config, spec, torch.device("cpu"), torch.channels_last)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(teacher.logits(x), teacher.model.zero_shot(x), atol=1e-5)
+    with pytest.raises(WoofError, match="unknown model"):
+        TrainConfig(teacher="zero-shot:no_such_net").check()
+    with pytest.raises(WoofError, match="teacher_view sharp needs"):
+        TrainConfig(teacher_view="sharp").check()

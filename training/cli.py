@@ -41,6 +41,8 @@ TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--mix-data": ("mix_data", str, "another copy of Imagewoof (e.g. the 160 px set) that training photos are "
                    "read from with probability --mix-p"),
     "--mix-p": ("mix_p", float, "probability of reading a training photo from --mix-data (0: off)"),
+    "--teacher-view": ("teacher_view", str, "with --mix-data: the teacher sees the sharp copy of the student's "
+                       "crop (sharp) or the student's own input (same)"),
     "--limit-per-class": ("limit_per_class", int, "use only N train images per class (smoke runs)"),
     "--teacher": ("teacher", str, "trained model folder to distil from, e.g. training/checkpoints/lite2; "
                   "several, comma-separated: their averaged logits"),

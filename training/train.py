@@ -32,6 +32,8 @@ import yaml
 from .errors import WoofError
 
 CHECKPOINT_FILE = "last.pt"
+# a teacher named "zero-shot:efficientnet_lite2" is that untrained ImageNet model reading its 10 breed rows
+ZERO_SHOT_TEACHER = "zero-shot:"
 HISTORY_FILE = "history.csv"
 
 
@@ -73,6 +75,9 @@ class TrainConfig:
     # instead (another copy of the same Imagewoof, e.g. the 160 px set: the same photos, smaller)
     mix_data: str | None = None
     mix_p: float = 0.0
+    # with mix_data: the teacher sees the same crop of the main (sharp) copy while the student sees the small
+    # one ("sharp"), or the student's own input ("same")
+    teacher_view: str = "same"
     limit_per_class: int | None = None  # tiny runs (tests, smoke checks)
     seed: int = 0
     workers: int = 2
@@ -154,6 +159,12 @@ class TrainConfig:
             bad("mix_p > 0 needs mix_data (another copy of Imagewoof)")
         if self.mix_data and not _repo_relative(self.mix_data).is_dir():
             bad(f"mix_data: {self.mix_data} is not a folder")
+        if self.teacher_view not in ("same", "sharp"):
+            bad("teacher_view must be same or sharp")
+        if self.teacher_view == "sharp" and not (self.mix_p and self.teacher):
+            bad("teacher_view sharp needs a teacher and mix_data with mix_p > 0")
+        if self.teacher_view == "sharp" and self.low_res_p:
+            bad("teacher_view sharp pairs real copies; turn low_res_p off")
         if len(self.low_res_side) != 2 or not 8 <= self.low_res_side[0] <= self.low_res_side[1]:
             bad("low_res_side must be two sizes 8 <= min <= max")
         if not 0 <= self.distill_alpha <= 1:
@@ -163,8 +174,13 @@ class TrainConfig:
         if self.teacher_runtime not in ("onnxruntime", "pytorch"):
             bad("teacher_runtime must be onnxruntime or pytorch")
         for given, folder in zip(self.teacher_names(), self.teacher_dirs()):
-            if not (folder / "card.json").is_file():
-                bad(f"teacher {given} is not a trained model folder (no card.json)")
+            if given.startswith(ZERO_SHOT_TEACHER):
+                from .models import check_architecture
+
+                check_architecture(given[len(ZERO_SHOT_TEACHER):])
+            elif not (folder / "card.json").is_file():
+                bad(f"teacher {given} is not a trained model folder (no card.json) "
+                    f"nor {ZERO_SHOT_TEACHER}ARCHITECTURE")
         if not 0 <= self.ema_decay < 1:
             bad("ema_decay must be in [0, 1) (0 turns the moving average off)")
         if not 0 <= self.wise_alpha <= 1:
@@ -177,7 +193,8 @@ class TrainConfig:
 
     def teacher_dirs(self) -> list[Path]:
         """The teacher folders as given, or relative to the repository (recipes say training/checkpoints/lite2)."""
-        return [_repo_relative(name) for name in self.teacher_names()]
+        return [Path(name) if name.startswith(ZERO_SHOT_TEACHER) else _repo_relative(name)
+                for name in self.teacher_names()]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -255,6 +272,39 @@ class MixedCopies:
             sample = self.other[index]
             return self.dataset.transform(load_image(sample.path)), sample.label
         return self.dataset[index]
+
+
+class PairedCopies:
+    """(student view, teacher view, label): with probability p the student sees a photo from the small copy and
+    the teacher the same crop (same box in relative coordinates, same flip) of the sharp copy; else both see
+    the same sharp crop. So a sharp-photo teacher teaches the student what small photos show."""
+
+    def __init__(self, samples, small_samples, p: float, config: TrainConfig, spec: dict[str, Any]):
+        self.samples, self.small, self.p = samples, small_samples, p
+        self.size, self.scale, self.hflip, self.spec = config.train_size, config.crop_scale, config.hflip, spec
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        from torchvision import transforms as T
+        from torchvision.transforms import functional as F
+
+        from .preprocess import load_image
+
+        sharp = load_image(self.samples[index].path)
+        small = load_image(self.small[index].path) if random.random() < self.p else None
+        top, left, height, width = T.RandomResizedCrop.get_params(sharp, self.scale, (3 / 4, 4 / 3))
+        flip = self.hflip and random.random() < 0.5
+        views = []
+        for img in (small or sharp, sharp):
+            k = img.width / sharp.width  # the same box, in this copy's pixels
+            view = F.resized_crop(img, round(top * k), round(left * k), max(1, round(height * k)),
+                                  max(1, round(width * k)), [self.size, self.size],
+                                  T.InterpolationMode.BICUBIC, antialias=True)
+            view = F.hflip(view) if flip else view
+            views.append(F.normalize(F.to_tensor(view), self.spec["mean"], self.spec["std"]))
+        return views[0], views[1], self.samples[index].label
 
 
 def train_transform(config: TrainConfig, spec: dict[str, Any]):
@@ -398,7 +448,10 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
 
     generator = torch.Generator().manual_seed(config.seed + start_epoch)
     dataset = ImageDataset(samples, train_transform(config, spec))
-    if config.mix_p:
+    if config.mix_p and config.teacher_view == "sharp":
+        dataset = PairedCopies(samples, same_files(samples, _repo_relative(config.mix_data)), config.mix_p,
+                               config, spec)
+    elif config.mix_p:
         dataset = MixedCopies(dataset, same_files(samples, _repo_relative(config.mix_data)), config.mix_p)
     loader = DataLoader(dataset, batch_size=config.batch_size,
                         shuffle=True, drop_last=True, num_workers=config.workers, generator=generator,
@@ -420,14 +473,17 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         loss_sum = 0.0
         t0 = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, unit="batch")
-        for images, labels in bar:
+        for batch in bar:
+            images, labels = batch[0], batch[-1]  # PairedCopies adds the teacher's view in between
             images = images.to(device, memory_format=memory_format, non_blocking=True)
+            teacher_images = batch[1].to(device, memory_format=memory_format) if len(batch) == 3 else images
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(images)
                 loss = criterion(logits.float(), labels)
                 if teacher is not None:
-                    loss = (1 - config.distill_alpha) * loss + config.distill_alpha * teacher.loss(images, logits)
+                    loss = ((1 - config.distill_alpha) * loss
+                            + config.distill_alpha * teacher.loss(teacher_images, logits))
             if not torch.isfinite(loss):
                 raise WoofError(f"loss became {loss.item()} at epoch {epoch + 1}; lower lr "
                                 f"(the last good checkpoint is {checkpoint_path})")
@@ -598,7 +654,15 @@ def _load_one_teacher(folder: Path, config: TrainConfig, spec: dict[str, Any], d
 
     from .card import load_model
 
-    teacher, card = load_model(folder)  # read_card checks the classes and their order
+    if folder.name.startswith(ZERO_SHOT_TEACHER):  # keeps what ImageNet pretraining knows (see README)
+        from .models import create_model, default_preprocessing
+
+        arch = folder.name[len(ZERO_SHOT_TEACHER):]
+        teacher = create_model(arch, pretrained="imagenet")
+        teacher.init_head_from_imagenet()  # its breed head = the ImageNet rows: forward() is the zero-shot answer
+        card = {"name": f"zero-shot {arch}", "architecture": arch, "preprocessing": default_preprocessing(arch)}
+    else:
+        teacher, card = load_model(folder)  # read_card checks the classes and their order
     teacher.to(device, memory_format=memory_format).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
