@@ -226,3 +226,22 @@ def test_a_zero_shot_teacher_is_the_untrained_model(tmp_path, data_root):
         TrainConfig(teacher="zero-shot:no_such_net").check()
     with pytest.raises(WoofError, match="teacher_view sharp needs"):
         TrainConfig(teacher_view="sharp").check()
+
+
+def test_every_recipe_field_is_a_woof_train_flag(capsys):
+    import dataclasses
+
+    from training.cli import build_parser, recipe_flags
+
+    flags = recipe_flags(TrainConfig)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
+    assert {key for key, _ in flags.values()} == fields
+    args = build_parser().parse_args(["train", "--out", "x", "--crop-scale", "0.3,0.9", "--no-freeze-bn",
+                                      "--low-res-side", "100,150", "--teacher", "a,b", "--mix-p", "0.25"])
+    assert (args.crop_scale, args.freeze_bn, args.low_res_side, args.teacher, args.mix_p) == (
+        (0.3, 0.9), False, (100, 150), "a,b", 0.25)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--out", "x", "--help"])
+    text = capsys.readouterr().out
+    for flag in flags:
+        assert flag in text

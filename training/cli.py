@@ -17,43 +17,33 @@ def _data_arg(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------- train
-TRAIN_FLAGS = {  # flag -> (config key, type, help)
-    "--model": ("model", str, "timm architecture name, e.g. efficientnet_lite0, convnext_tiny"),
-    "--pretrained": ("pretrained", str, "imagenet | none"),
-    "--name": ("name", str, "model name written in the card (default: the --out folder's name)"),
-    "--epochs": ("epochs", int, "number of epochs"),
-    "--batch-size": ("batch_size", int, "images per step"),
-    "--lr": ("lr", float, "peak learning rate (AdamW)"),
-    "--weight-decay": ("weight_decay", float, "AdamW weight decay"),
-    "--warmup-epochs": ("warmup_epochs", float, "linear warm-up length, then cosine decay"),
-    "--label-smoothing": ("label_smoothing", float, "label smoothing"),
-    "--train-size": ("train_size", int, "random-resized-crop size for training"),
-    "--eval-size": ("eval_size", int, "evaluation input size (default: the architecture's native)"),
-    "--head-init": ("head_init", str, "imagenet (rows of the 10 breeds) | random"),
-    "--noise": ("noise", int, "train on noisy labels: 0, 1, 5, 25 or 50 percent"),
-    "--holdout": ("holdout", float, "fraction of train held out (stratified) and evaluated each epoch"),
-    "--holdout-seed": ("holdout_seed", int, "seed of the stratified hold-out split (fixed: 0 in every recipe)"),
-    "--holdout-also": ("holdout_also", str, "another copy of Imagewoof (e.g. the 160 px set) where the same "
-                       "hold-out files are scored too"),
-    "--low-res-p": ("low_res_p", float, "probability of shrinking a training photo before cropping (0: off)"),
-    "--low-res-side": ("low_res_side", lambda v: tuple(int(x) for x in v.split(",")),
-                       "MIN,MAX shorter side a shrunk training photo gets, e.g. 128,224"),
-    "--mix-data": ("mix_data", str, "another copy of Imagewoof (e.g. the 160 px set) that training photos are "
-                   "read from with probability --mix-p"),
-    "--mix-p": ("mix_p", float, "probability of reading a training photo from --mix-data (0: off)"),
-    "--teacher-view": ("teacher_view", str, "with --mix-data: the teacher sees the sharp copy of the student's "
-                       "crop (sharp) or the student's own input (same)"),
-    "--limit-per-class": ("limit_per_class", int, "use only N train images per class (smoke runs)"),
-    "--teacher": ("teacher", str, "trained model folder to distil from, e.g. training/checkpoints/lite2; "
-                  "several, comma-separated: their averaged logits"),
-    "--distill-alpha": ("distill_alpha", float, "weight of the distillation loss (0..1)"),
-    "--distill-temperature": ("distill_temperature", float, "softmax temperature of the distillation loss"),
-    "--ema-decay": ("ema_decay", float, "keep a moving average of the weights (e.g. 0.998) and save it; 0: off"),
-    "--seed": ("seed", int, "random seed (data order, augmentation, hold-out split)"),
-    "--workers": ("workers", int, "data-loading processes"),
-    "--device": ("device", str, "auto | cpu | cuda"),
-    "--amp": ("amp", str, "auto (bf16 on CUDA) | bf16 | off"),
-}
+def recipe_flags(config_class) -> dict[str, tuple[str, dict]]:
+    """flag -> (recipe field, argparse keywords), one per field that has help text: the recipe is the source."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(config_class)
+    flags = {}
+    for f in dataclasses.fields(config_class):
+        text = f.metadata.get("help")
+        if not text:
+            continue
+        kind = hints[f.name]
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if kind is bool:
+            kw = {"action": argparse.BooleanOptionalAction}
+        elif typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            kw = {"type": lambda v, item=item: tuple(item(x) for x in v.split(",")), "metavar": "MIN,MAX"}
+        elif kind in (int, float, str):
+            kw = {"type": kind}
+        elif args and all(a in (int, float, str) for a in args):
+            kw = {"type": args[0]}
+        else:  # str | list[str] (teacher): one string, commas allowed
+            kw = {"type": str}
+        default = f.default if f.default is not dataclasses.MISSING else None
+        flags["--" + f.name.replace("_", "-")] = (f.name, {**kw, "help": f"{text} (default: {default})"})
+    return flags
 
 
 def add_train(sub) -> None:
@@ -65,13 +55,10 @@ def add_train(sub) -> None:
     p.add_argument("--out", metavar="DIR", required=True, help="output folder of this run")
     _data_arg(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    for flag, (_, typ, text) in TRAIN_FLAGS.items():
-        p.add_argument(flag, type=typ, help=text)
-    p.add_argument("--freeze-bn", dest="freeze_bn", action="store_true", default=None,
-                   help="keep BatchNorm's ImageNet statistics (default in the recipes)")
-    p.add_argument("--no-freeze-bn", dest="freeze_bn", action="store_false", help="train BatchNorm statistics")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
-                   help="disable channels_last memory format")
+    from .train import TrainConfig
+
+    for flag, (key, kw) in recipe_flags(TrainConfig).items():
+        p.add_argument(flag, dest=key, default=None, **kw)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -80,12 +67,8 @@ def cmd_train(args) -> int:
     from .data import resolve_root
     from .train import TrainConfig, train
 
-    overrides = {key: getattr(args, flag[2:].replace("-", "_"))
-                 for flag, (key, _, _) in TRAIN_FLAGS.items()
-                 if getattr(args, flag[2:].replace("-", "_")) is not None}
-    for key in ("freeze_bn", "channels_last"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
+    overrides = {key: getattr(args, key) for key, _ in recipe_flags(TrainConfig).values()
+                 if getattr(args, key) is not None}
     config = TrainConfig.load(args.config, overrides) if args.config else TrainConfig.from_dict(overrides, "flags")
     command = "woof " + " ".join(a for a in sys.argv[1:] if a != "--resume")
     train(config, resolve_root(args.data), Path(args.out), resume=args.resume, progress=not args.quiet,

@@ -45,54 +45,59 @@ def teacher_names(teacher: str | list[str] | None) -> list[str]:
     return [n.strip() for n in names if n.strip()]
 
 
+def setting(default: Any, help: str):
+    """A recipe field with its help text (the `woof train` flag is generated from it)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    model: str = "efficientnet_lite0"
-    pretrained: str = "imagenet"
-    name: str | None = None  # model name in the card; defaults to the output folder's name
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    warmup_epochs: float = 0.2
-    label_smoothing: float = 0.1
-    train_size: int = 192
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    hflip: bool = True
-    eval_size: int | None = None  # None: the architecture's native size
-    head_init: str = "imagenet"  # imagenet | random
-    freeze_bn: bool = True
-    noise: int = 0  # train on noisy_imagewoof.csv's noisy_labels_<noise> column
-    holdout: float = 0.0  # fraction of train held out (stratified) for recipe selection
-    holdout_seed: int = 0  # the hold-out's own seed: one fixed hold-out whatever the training seed
-    # another copy of the same Imagewoof (e.g. the 160 px set): the hold-out's files are scored there too
-    holdout_also: str | None = None
-    # resolution robustness: with probability low_res_p, shrink a training photo so its shorter side is
-    # a random size in low_res_side before cropping (people send small, recompressed photos too)
-    low_res_p: float = 0.0
-    low_res_side: tuple[int, int] = (128, 224)
-    # mixed resolutions from real copies: with probability mix_p a training photo is read from mix_data
-    # instead (another copy of the same Imagewoof, e.g. the 160 px set: the same photos, smaller)
-    mix_data: str | None = None
-    mix_p: float = 0.0
-    # with mix_data: the teacher sees the same crop of the main (sharp) copy while the student sees the small
-    # one ("sharp"), or the student's own input ("same")
-    teacher_view: str = "same"
-    limit_per_class: int | None = None  # tiny runs (tests, smoke checks)
-    seed: int = 0
-    workers: int = 2
-    device: str = "auto"  # auto | cpu | cuda
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
-    channels_last: bool = True
-    # folder of a trained model (card.json + model.safetensors) to distil from; a list (or commas on the
-    # command line) distils from the ensemble: the members' logits averaged
-    teacher: str | list[str] | None = None
-    distill_alpha: float = 0.5  # weight of the distillation loss; 1 - alpha goes to the label loss
-    distill_temperature: float = 2.0
-    teacher_runtime: str = "onnxruntime"  # onnxruntime (CPU: same logits, faster) | pytorch
-    wise_alpha: float = 1.0  # < 1: mix the final weights with the zero-shot start (WiSE-FT, training/wise.py)
-    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights and save it as the model
-    extra: dict[str, Any] = field(default_factory=dict)
+    """A recipe. Every field is a `woof train` flag (--field-name), its help text the field's `help`."""
+
+    model: str = setting("efficientnet_lite0", "timm architecture name, e.g. efficientnet_lite0, convnext_tiny")
+    pretrained: str = setting("imagenet", "imagenet | none")
+    name: str | None = setting(None, "model name written in the card (default: the --out folder's name)")
+    epochs: int = setting(3, "number of epochs")
+    batch_size: int = setting(32, "images per step")
+    lr: float = setting(1e-4, "peak learning rate (AdamW)")
+    weight_decay: float = setting(0.05, "AdamW weight decay")
+    warmup_epochs: float = setting(0.2, "linear warm-up length, then cosine decay")
+    label_smoothing: float = setting(0.1, "label smoothing")
+    train_size: int = setting(192, "random-resized-crop size for training")
+    crop_scale: tuple[float, float] = setting((0.5, 1.0), "MIN,MAX area share of a random-resized crop")
+    hflip: bool = setting(True, "random horizontal flips")
+    eval_size: int | None = setting(None, "evaluation input size (default: the architecture's native)")
+    head_init: str = setting("imagenet", "imagenet (rows of the 10 breeds) | random")
+    freeze_bn: bool = setting(True, "keep BatchNorm's ImageNet statistics (default in the recipes)")
+    noise: int = setting(0, "train on noisy labels: 0, 1, 5, 25 or 50 percent (noisy_imagewoof.csv)")
+    holdout: float = setting(0.0, "fraction of train held out (stratified) and evaluated each epoch")
+    holdout_seed: int = setting(0, "seed of the stratified hold-out split (fixed: 0 in every recipe, "
+                                   "whatever the training seed)")
+    holdout_also: str | None = setting(None, "another copy of Imagewoof (e.g. the 160 px set) where the same "
+                                             "hold-out files are scored too")
+    # people send small, recompressed photos too
+    low_res_p: float = setting(0.0, "probability of shrinking a training photo before cropping (0: off)")
+    low_res_side: tuple[int, int] = setting((128, 224), "MIN,MAX shorter side a shrunk training photo gets")
+    mix_data: str | None = setting(None, "another copy of Imagewoof (e.g. the 160 px set: the same photos, smaller) "
+                                         "that training photos are read from with probability --mix-p")
+    mix_p: float = setting(0.0, "probability of reading a training photo from --mix-data (0: off)")
+    teacher_view: str = setting("same", "with --mix-data: the teacher sees the same crop of the sharp copy (sharp) "
+                                        "or the student's own input (same)")
+    limit_per_class: int | None = setting(None, "use only N train images per class (smoke runs)")
+    seed: int = setting(0, "random seed (data order, augmentation)")
+    workers: int = setting(2, "data-loading processes")
+    device: str = setting("auto", "auto | cpu | cuda")
+    amp: str = setting("auto", "auto (bf16 on CUDA, off on CPU) | bf16 | off")
+    channels_last: bool = setting(True, "channels_last memory format (about 2x faster on CPU)")
+    teacher: str | list[str] | None = setting(
+        None, "trained model folder to distil from, e.g. training/checkpoints/lite2, or zero-shot:ARCH (the "
+              "untrained ImageNet model); several, comma-separated: their averaged logits")
+    distill_alpha: float = setting(0.5, "weight of the distillation loss (0..1); 1 - alpha goes to the labels")
+    distill_temperature: float = setting(2.0, "softmax temperature of the distillation loss")
+    teacher_runtime: str = setting("onnxruntime", "onnxruntime (CPU: same logits, faster) | pytorch")
+    wise_alpha: float = setting(1.0, "< 1: mix the final weights with the zero-shot start (WiSE-FT)")
+    ema_decay: float = setting(0.0, "keep a moving average of the weights (e.g. 0.998) and save it; 0: off")
+    extra: dict[str, Any] = field(default_factory=dict, metadata={"help": None})  # free-form notes, no flag
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
