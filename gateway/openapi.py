@@ -28,7 +28,7 @@ SPLIT = {"type": "object", "nullable": True, "required": ["a", "b", "b_percent"]
 CARD = {"type": "object", "properties": {
     "name": NULLABLE_STR, "version": NULLABLE_STR, "architecture": NULLABLE_STR, "format": NULLABLE_STR,
     "input_size": {"type": "integer", "nullable": True}, "val_top1": NULLABLE_NUM,
-    "val_imagenet_subset_top1": NULLABLE_NUM}}
+    "val_imagenet_subset_top1": NULLABLE_NUM, "val_set": NULLABLE_STR}}
 MODEL = {"type": "object", "required": ["name", "version", "workers", "status", "default", "card"], "properties": {
     "name": {"type": "string"}, "version": NULLABLE_STR, "versions": {"type": "array", "items": NULLABLE_STR},
     "archive": NULLABLE_STR, "workers": {"type": "integer", "minimum": 0},

@@ -127,4 +127,6 @@ def card_fields(card: dict | None) -> dict:
     return {"name": card.get("name"), "version": card.get("version"), "architecture": card.get("architecture"),
             "format": (card.get("archive") or {}).get("format"),
             "input_size": (card.get("preprocessing") or {}).get("input_size"),
-            "val_top1": top1("val"), "val_imagenet_subset_top1": top1("val_imagenet_val_subset")}
+            "val_top1": top1("val"), "val_imagenet_subset_top1": top1("val_imagenet_val_subset"),
+            # which copy of val the figures are on (cards before lite0 1.4.0 name none: the 160 px set)
+            "val_set": metrics.get("val_set", "imagewoof2-160") if metrics else None}

@@ -222,7 +222,7 @@ def test_models_lists_what_torchserve_hosts_with_card_fields(gateway, spec_schem
         assert m["default"] is (name == "tiny-onnx") and m["archive"] == f"{name}.mar"
         assert m["card"]["architecture"] == "efficientnet_lite0" and m["card"]["input_size"] == 112
         assert m["card"]["format"] == fmt and m["card"]["name"] == "tiny-lite0"
-        assert set(m["card"]) >= {"val_top1", "val_imagenet_subset_top1"}
+        assert set(m["card"]) >= {"val_top1", "val_imagenet_subset_top1", "val_set"}
 
 
 def test_health_readiness_and_openapi(gateway, spec_schema):
