@@ -160,6 +160,8 @@ def test_promote_and_retrain_give_the_next_version_and_keep_the_old_one(tiny_mod
     assert not (target / "report").exists()
     assert (target / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
     assert main(["promote", str(target), "--to", str(target)]) == 2
+    assert main(["promote", str(tiny_model_dir), "--to", str(target)]) == 2  # twice: refused, still 1.4.0
+    assert cards.read_card(target)["version"] == "1.4.0"
     assert cards.bump_minor("2.9.1") == "2.10.0"
 
 

@@ -240,6 +240,9 @@ def cmd_promote(args) -> int:
         raise WoofError("--to must be another folder than RUN")
     if (target / cards.CARD_FILE).exists():
         old = cards.read_card(target)
+        if old.get("weights_sha256") and old.get("weights_sha256") == card.get("weights_sha256"):
+            raise WoofError(f"{target} already holds these weights ({old['name']} {old['version']}); "
+                            "nothing to promote")
         card = cards.succeed({**card, "name": old["name"]}, old)
     target.mkdir(parents=True, exist_ok=True)
     for name in (cards.WEIGHTS_FILE, "history.csv", "config.yaml"):
