@@ -52,6 +52,12 @@ def make_wise_model(model_dir: Path, alpha: float, out_dir: Path, version: str |
                         "its weights cannot be mixed with it")
     mix(model, card["architecture"], alpha)
     _, sha = cards.save_weights(model, out_dir)
+    if Path(out_dir).resolve() != Path(model_dir).resolve():  # the mix keeps its run's recipe and history
+        import shutil
+
+        for name in ("history.csv", "config.yaml"):
+            if (Path(model_dir) / name).is_file():
+                shutil.copy2(Path(model_dir) / name, Path(out_dir) / name)
     card = {**card, "name": out_dir.name, "weights_sha256": sha, "metrics": {},
             "version": version or card["version"],
             "wise_ft": {"alpha": alpha, "source": card["name"], "source_version": card["version"],
