@@ -147,9 +147,10 @@ def test_promote_and_retrain_give_the_next_version_and_keep_the_old_one(tiny_mod
     target = tmp_path / "lite0"
     shutil.copytree(tiny_model_dir, target)
     card = cards.read_card(target)
-    card.update(version="1.3.0", weights_sha256="0" * 64, metrics={"val": {"top1": 0.9, "correct": 9, "total": 10, "ci95": [0.6, 0.98]},
-                                          "val_imagenet_val_subset": {"top1": None, "correct": 0, "total": 0,
-                                                                      "ci95": [0, 0]}})
+    old_weights = "0" * 64  # the model it replaces had other weights
+    card.update(version="1.3.0", weights_sha256=old_weights,
+                metrics={"val": {"top1": 0.9, "correct": 9, "total": 10, "ci95": [0.6, 0.98]},
+                         "val_imagenet_val_subset": {"top1": None, "correct": 0, "total": 0, "ci95": [0, 0]}})
     cards.write_card(target, card)
     (target / "report").mkdir()
     assert main(["promote", str(tiny_model_dir), "--to", str(target)]) == 0
