@@ -166,17 +166,22 @@ def test_promote_and_retrain_give_the_next_version_and_keep_the_old_one(tiny_mod
     assert cards.bump_minor("2.9.1") == "2.10.0"
 
 
+def half_size_copy(samples, dest, resample=Image.Resampling.BICUBIC):
+    """The same train files at half size under dest (a second copy of Imagewoof, as the 160 px set is)."""
+    for s in samples:
+        target = dest / "train" / s.wnid / s.path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(s.path) as img:
+            img.resize((img.width // 2, img.height // 2), resample).save(target, quality=95)
+    return dest
+
+
 def test_mixed_copies_read_the_same_photo_from_the_other_copy_with_probability_p(tmp_path, data_root):
     from training.data import ImageDataset
     from training.train import MixedCopies
 
     samples = list_samples(data_root, "train")[:20]
-    small = tmp_path / "small"
-    for s in samples:
-        target = small / "train" / s.wnid / s.path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(s.path) as img:
-            img.resize((img.width // 2, img.height // 2)).save(target)
+    small = half_size_copy(samples, tmp_path / "small")
     base = ImageDataset(samples, lambda img: min(img.size))
     other = same_files(samples, small)
     assert {MixedCopies(base, other, 1.0)[i][0] for i in range(20)} == {80}
@@ -193,12 +198,7 @@ def test_paired_copies_give_the_teacher_the_same_crop_of_the_sharp_photo(tmp_pat
     from training.train import PairedCopies
 
     samples = list_samples(data_root, "train")[:6]
-    small = tmp_path / "small"
-    for s in samples:
-        target = small / "train" / s.wnid / s.path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(s.path) as img:
-            img.resize((img.width // 2, img.height // 2), Image.Resampling.LANCZOS).save(target, quality=95)
+    small = half_size_copy(samples, tmp_path / "small", Image.Resampling.LANCZOS)
     config = TrainConfig(train_size=64, crop_scale=(0.3, 0.6))
     spec = {"mean": [0.5] * 3, "std": [0.5] * 3}
     paired = PairedCopies(samples, same_files(samples, small), 1.0, config, spec)
