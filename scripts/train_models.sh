@@ -7,7 +7,9 @@
 #   3. woof promote it into training/checkpoints/NAME (next version, the old one kept in previous_versions);
 #   4. woof eval on the 320 px val (primary) and the 160 px val, with the zero-shot row and McNemar test;
 #   5. woof calibrate (open-set threshold on the hold-out).
-#   DATA_320=data/imagewoof2-320 DATA_160=../shared/data/imagewoof2-160 scripts/train_models.sh [lite0] [lite2]
+#   DATA_320=data/imagewoof2-320 DATA_160=../shared/data/imagewoof2-160 scripts/train_models.sh [NAME[:RECIPE] ...]
+# NAME is the checkpoint folder (training/checkpoints/NAME), RECIPE a file in training/configs/ without .yaml;
+# the default is the recipes that shipped: lite0:lite0_320_sharp_teacher lite2:lite2_320.
 # Get the data first: woof data fetch --size 320 (and --size 160), then woof data verify --expect 320.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,14 +19,18 @@ alphas="${WISE_ALPHAS:-0.3,0.5,0.7,0.9}"
 woof=".venv/bin/woof"
 py=".venv/bin/python"
 models=("$@")
-[ ${#models[@]} -gt 0 ] || models=(lite0 lite2)
-for name in "${models[@]}"; do
+[ ${#models[@]} -gt 0 ] || models=(lite0:lite0_320_sharp_teacher lite2:lite2_320)
+for entry in "${models[@]}"; do
+  name="${entry%%:*}"
+  recipe="${entry#*:}"
+  [ "$recipe" != "$entry" ] || recipe="${name}_320"
+  [ -f "training/configs/$recipe.yaml" ] || { echo "== no recipe training/configs/$recipe.yaml" >&2; exit 2; }
   run="runs/$name-320"
   if [ ! -f "$run/model.safetensors" ]; then
     if [ -f "$run/last.pt" ]; then
       $woof train --out "$run" --data "$data320" --resume --quiet
     else
-      $woof train --config "training/configs/${name}_320.yaml" --data "$data320" --out "$run" --name "$name" --quiet
+      $woof train --config "training/configs/$recipe.yaml" --data "$data320" --out "$run" --name "$name" --quiet
     fi
   fi
   $py scripts/select_320.py "$run" --wise "$alphas" --data "$data320" --also "$data160"
