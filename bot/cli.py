@@ -6,7 +6,7 @@ import argparse
 import os
 import re
 
-from training.errors import WoofError
+from woof.errors import WoofError
 
 TOKEN_ENV = "WOOF_TELEGRAM_TOKEN"
 SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what Telegram accepts as a webhook secret token

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
+
+from woof.files import PRIVATE, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,4 @@ class ChatStore:
         self._save()
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".bot-chats-", suffix=".json", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": 1, "chats": self._chats}, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(self.path, {"version": 1, "chats": self._chats}, PRIVATE, indent=1, sort_keys=True)

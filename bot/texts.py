@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape as esc
 
-from training.breeds import BREEDS, WNIDS
+from woof.breeds import BREEDS, WNIDS
 
 BREED_LIST = "\n".join(f"• {BREEDS[w]}" for w in WNIDS)
 

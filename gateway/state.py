@@ -12,9 +12,10 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
+
+from woof.files import PRIVATE, atomic_write_json
 
 
 class StateFile:
@@ -51,17 +52,7 @@ class StateFile:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self._load()
             yield data
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".state-", suffix=".json")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(data, f, indent=1, sort_keys=True)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            atomic_write_json(self.path, data, PRIVATE, indent=1, sort_keys=True)
 
 
 def split_bucket(client_id: str) -> int:

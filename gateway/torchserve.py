@@ -10,7 +10,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from training.archive import archive_card
+from woof.card import archive_card
 
 from .errors import ApiError
 

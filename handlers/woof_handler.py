@@ -22,7 +22,7 @@ from ts.torch_handler.base_handler import BaseHandler
 try:  # inside the archive: the sibling file shipped with --extra-files
     from preprocess import ImageError, preprocess, softmax, top_k
 except ImportError:  # tests and the repository: the same module in its package
-    from training.preprocess import ImageError, preprocess, softmax, top_k
+    from woof.preprocess import ImageError, preprocess, softmax, top_k
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training import card as cards  # noqa: E402
+from training import checkpoint  # noqa: E402
 from training.data import holdout_split, list_samples, resolve_root  # noqa: E402
 from training.evaluate import accuracy_entry, fmt_acc, predict_logits  # noqa: E402
-from training.preprocess import default_spec  # noqa: E402
+from woof.preprocess import default_spec  # noqa: E402
 
 SIZES = (192, 224, 256, 288)
 CROP_PCTS = (0.875, 1.0)
@@ -40,7 +40,7 @@ def main() -> int:
 
     run = Path(args.run).resolve()
     shown = run.relative_to(ROOT) if run.is_relative_to(ROOT) else run  # paths in the report as a user types them
-    model, card = cards.load_model(run)
+    model, card = checkpoint.load_model(run)
     recipe = card.get("recipe", {})
     holdout, seed = recipe.get("holdout", 0), recipe.get("seed", 0)
     if not holdout:

@@ -132,7 +132,7 @@ def main() -> int:
 
 def full_recipe_and_wise(root, runs, held, spec) -> list[dict]:
     """The committed recipe on the 90 %, then its weights mixed with the zero-shot start."""
-    from training.card import load_model
+    from training.checkpoint import load_model
     from training.wise import mix, zero_shot_state
 
     out = runs / "lite0-recipe"

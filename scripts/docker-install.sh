@@ -3,7 +3,7 @@
 # Docker too: tests/test_docker.py runs it into a clean folder and then starts scripts/entrypoint.sh.
 #
 # Puts everything the serving stack needs into one folder, $WOOF_HOME (default /opt/woof):
-#   $WOOF_HOME/app    the code (training/ handlers/ gateway/ bot/), config.properties and
+#   $WOOF_HOME/app    the code (woof/ training/ handlers/ gateway/ bot/ scripts/), config.properties and
 #                     model_store/*.mar, copied from this checkout (no trained weights, no data)
 #   $WOOF_HOME/venv   a virtual environment: torch, then woof with its gateway, handlers and bot parts
 #   $WOOF_HOME/logs   TorchServe's log folder (LOG_LOCATION; the entrypoint also copies them to stdout)
@@ -56,7 +56,7 @@ fi
 # The code, the TorchServe config and the archives.
 mkdir -p "$home/app" "$home/logs" "$home/state"
 cp "$src/pyproject.toml" "$src/README.md" "$src/config.properties" "$home/app/"
-for package in training handlers gateway bot; do
+for package in woof training handlers gateway bot scripts; do
   # Python sources and the package's data (web page, configs, example photos); no trained weights:
   # the archives in model_store/ carry the models.
   (cd "$src" && find "$package" \( -path "$package/checkpoints" -o -path "$package/teachers" \) -prune \
@@ -64,10 +64,9 @@ for package in training handlers gateway bot; do
      -o -type f ! -name '*.pyc' -print0) |
     (cd "$src" && xargs -0 cp --parents -t "$home/app")
 done
-mkdir -p "$home/app/model_store" "$home/app/scripts"
+mkdir -p "$home/app/model_store"
 # woof's default log folder is app/logs (LOG_LOCATION, set by the entrypoint, wins): the writable logs/.
 ln -s ../logs "$home/app/logs"
-cp "$src/scripts/entrypoint.sh" "$home/app/scripts/"
 shopt -s nullglob
 archives=("$src"/model_store/*.mar)
 if [ ${#archives[@]} -eq 0 ]; then

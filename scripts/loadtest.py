@@ -37,9 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from training.bench import Client, LoadResult, Server, find_archives, free_ports  # noqa: E402
-from training.errors import WoofError  # noqa: E402
-from training.serve import CONFIG, read_properties, start_gateway, stop_gateway  # noqa: E402
+from scripts.bench import Client, LoadResult, Server, find_archives, free_ports  # noqa: E402
+from scripts.serve import CONFIG, read_properties, start_gateway, stop_gateway  # noqa: E402
+from woof.errors import WoofError  # noqa: E402
 
 
 def run_load(base_url: str, path: str, bodies: list[bytes], concurrency: int, duration: float,

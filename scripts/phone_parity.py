@@ -3,7 +3,7 @@
 
 Serving decodes a big JPEG in draft mode (libjpeg's reduced-scale decode, 1/2 to 1/8, keeping the shorter
 side at least the model's resize) and then resizes; evaluation decodes every pixel and then resizes. Both
-then run the one preprocessing definition (training/preprocess.py). Here val photos are upscaled to
+then run the one preprocessing definition (woof/preprocess.py). Here val photos are upscaled to
 ~12 MP JPEGs exactly as `woof bench --phone-size` makes them (4000x3000, quality 90), and the same model
 scores each photo both ways; on the 320 px photos themselves draft mode does nothing.
 
@@ -22,12 +22,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from training.bench import phone_jpegs  # noqa: E402
-from training.card import load_model  # noqa: E402
+from scripts.bench import phone_jpegs  # noqa: E402
+from training.checkpoint import load_model  # noqa: E402
 from training.data import list_samples, subset_per_class  # noqa: E402
 from training.evaluate import accuracy_entry, fmt_acc, mcnemar_exact  # noqa: E402
 from training.predict import default_model_dir  # noqa: E402
-from training.preprocess import load_image, preprocess  # noqa: E402
+from woof.preprocess import load_image, preprocess  # noqa: E402
 
 
 def main() -> int:

@@ -21,9 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.card import hardware, load_model, read_card, trained_on  # noqa: E402
+from training.checkpoint import hardware, load_model  # noqa: E402
 from training.evaluate import fmt_acc  # noqa: E402
 from training.train import teacher_names  # noqa: E402
+from woof.card import read_card, trained_on  # noqa: E402
 
 CHECKPOINTS = ROOT / "training" / "checkpoints"
 

@@ -27,11 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.card import load_model, read_card  # noqa: E402
+from training.checkpoint import load_model  # noqa: E402
 from training.data import holdout_split, list_samples, same_files  # noqa: E402
 from training.evaluate import accuracy_entry, fmt_acc, mcnemar_exact, predict_logits  # noqa: E402
 from training.models import create_model  # noqa: E402
 from training.wise import mix, zero_shot_state  # noqa: E402
+from woof.card import read_card  # noqa: E402
 
 CSV = ROOT / "reports" / "selection_320.csv"
 MD = ROOT / "reports" / "selection_320.md"

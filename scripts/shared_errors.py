@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.breeds import BREEDS  # noqa: E402
 from training.data import resolve_root  # noqa: E402
 from training.evaluate import accuracy_entry, fmt_acc  # noqa: E402
+from woof.breeds import BREEDS  # noqa: E402
 
 LITE0 = "training/checkpoints/lite0/report/predictions.csv"
 # (label, git commit or None for the working tree, path): every committed Lite0 version and Lite2.
@@ -118,7 +118,7 @@ def plot(result: dict, data_root: Path, path: Path, limit: int) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from training.preprocess import load_image
+    from woof.preprocess import load_image
 
     step = max(1, math.ceil(len(result["all_wrong"]) / limit))  # spread over the classes (files sort by class)
     shown = result["all_wrong"][::step]

@@ -32,7 +32,7 @@ def tiny_model_dir(tmp_path_factory, data_root) -> Path:
 
 def val_images(data_root: Path, per_class: int = 1, imagenet_val: bool = True) -> list[tuple[Path, str]]:
     """(path, wnid) of the first real val images of each class."""
-    from training.breeds import WNIDS
+    from woof.breeds import WNIDS
 
     out = []
     for wnid in WNIDS:
@@ -49,7 +49,7 @@ TINY_ARCHIVES = {"tiny": "torchscript", "tiny-onnx": "onnx"}
 @pytest.fixture(scope="session")
 def tiny_archives(tmp_path_factory, tiny_model_dir, data_root) -> Path:
     """A model store with tiny_model_dir archived as TorchScript (`tiny`) and ONNX (`tiny-onnx`)."""
-    from training.archive import build_archive
+    from handlers.archive import build_archive
 
     store = tmp_path_factory.mktemp("store")
     with torch_threads(1):
@@ -82,8 +82,8 @@ def torchserve(tmp_path_factory, tiny_archives):
     import shutil
     from types import SimpleNamespace
 
-    from training.bench import free_ports
-    from training.serve import render_config, start_torchserve, stop_torchserve
+    from scripts.bench import free_ports
+    from scripts.serve import render_config, start_torchserve, stop_torchserve
 
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.fail("TorchServe needs Java 17+, and there is no java here: apt-get install openjdk-17-jre-headless")
@@ -127,8 +127,8 @@ def gateway(tmp_path_factory, torchserve):
     """
     from types import SimpleNamespace
 
-    from training.bench import free_ports
-    from training.serve import start_gateway, stop_gateway
+    from scripts.bench import free_ports
+    from scripts.serve import start_gateway, stop_gateway
 
     base = tmp_path_factory.mktemp("gateway")
     (port,) = free_ports(1)

@@ -15,8 +15,8 @@ import numpy as np
 import psutil
 import pytest
 
-from training.bench import pareto_front
-from training.cli import main
+from scripts.bench import pareto_front
+from woof.cli import main
 
 from .conftest import TINY_ARCHIVES, torch_threads
 
@@ -146,7 +146,7 @@ def test_bench_errors_are_readable(tiny_archives, data_root, tmp_path, capsys, m
 def test_phone_size_jpegs(data_root):
     from PIL import Image
 
-    from training.bench import phone_jpegs
+    from scripts.bench import phone_jpegs
     from training.export import pick_images
 
     (jpeg,) = phone_jpegs(pick_images(data_root, "val", 1))
@@ -165,7 +165,7 @@ def test_pareto_front():
 def test_default_pick_is_the_fastest_within_half_a_point_of_the_best_lite0():
     from pathlib import Path
 
-    from training.bench import Archive, default_pick
+    from scripts.bench import Archive, default_pick
 
     def archive(name, arch):
         return Archive(name, Path(f"{name}.mar"), {"architecture": arch})

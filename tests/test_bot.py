@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts.bench import free_ports
 from tests.conftest import ROOT, val_images
 from tests.telegram_standin import ApiError, TelegramStandIn
-from training.bench import free_ports
-from training.breeds import BREEDS, WNIDS
+from woof.breeds import BREEDS, WNIDS
 
 TOKEN = "7000000001:AAHtest-Secret_token-0123456789abcdefg"
 WOOF = Path(sys.executable).parent / "woof"
@@ -426,7 +426,7 @@ def test_a_burst_of_30_photos_meets_the_rate_limit_and_the_bot_survives(online, 
 def test_about_shows_models_versions_and_accuracy(online, lite0):
     api, _ = online
     text = ask(api, 205, "/about")
-    from training.archive import archive_card
+    from woof.card import archive_card
 
     card = archive_card(ROOT / "model_store" / f"{LITE0}.mar")  # what the archive itself says
     assert f"<b>{LITE0}</b> {card['version']}" in text and "efficientnet_lite0" in text and "224 px" in text
@@ -465,7 +465,7 @@ def test_model_choice_survives_a_restart(tmp_path, gateway, photos):
 def test_gateway_stopped_and_back(tmp_path, gateway, photos):
     """A gateway of this test's own (in front of the session's TorchServe) goes away and comes back;
     then its per-client limit answers 429, and the user hears it is busy."""
-    from training.serve import start_gateway, stop_gateway
+    from scripts.serve import start_gateway, stop_gateway
 
     (port,) = free_ports(1)
     env = {**gateway.env, "WOOF_STATE_DIR": str(tmp_path / "state"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from training.breeds import BREEDS, WNIDS
-from training.cli import main
 from training.data import IMAGENET_VAL_PREFIX, SPLITS, list_samples
-from training.datatools import NOISY_CSV, archive_root, stats, verify
+from training.fetch import archive_root
+from training.stats import stats
+from training.verify import NOISY_CSV, verify
+from woof.breeds import BREEDS, WNIDS
+from woof.cli import main
 
 from .conftest import DATA
 

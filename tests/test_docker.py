@@ -99,7 +99,7 @@ def test_compose_runs_the_stack_and_the_bot_from_one_image():
     assert bot["depends_on"]["stack"]["condition"] == "service_healthy"
     assert bot["healthcheck"] == {"disable": True}, "the image's HEALTHCHECK asks the gateway, not the bot"
     # TorchServe stays on loopback inside the container: nothing of it is published
-    from training.serve import read_properties
+    from scripts.serve import read_properties
 
     props = read_properties(ROOT / "config.properties")
     for key in ("inference_address", "management_address", "metrics_address"):
@@ -221,9 +221,9 @@ def clean_home():
 
 
 def test_install_script_and_entrypoint_serve_predictions(clean_home, data_root, tmp_path):
-    from training.bench import free_ports
-    from training.breeds import BREEDS
-    from training.serve import render_config
+    from scripts.bench import free_ports
+    from scripts.serve import render_config
+    from woof.breeds import BREEDS
 
     # 1. the build context, as `docker build` sends it
     context = clean_home / "context"

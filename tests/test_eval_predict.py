@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
-from training.breeds import BREEDS, WNIDS
-from training.cli import main
 from training.evaluate import wilson_interval
+from woof.breeds import BREEDS, WNIDS
+from woof.cli import main
 
 from .conftest import val_images
 
@@ -119,7 +119,7 @@ def test_predict_says_when_a_photo_is_not_one_of_the_breeds(tiny_model_dir, data
     import skimage.data
     from PIL import Image
 
-    from training.card import read_card, write_card
+    from woof.card import read_card, write_card
 
     model_dir = tmp_path / "with-open-set"
     shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last.pt"))

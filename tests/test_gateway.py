@@ -18,7 +18,7 @@ from PIL import Image
 
 from gateway import create_app
 from gateway.state import split_bucket
-from training.breeds import WNIDS
+from woof.breeds import WNIDS
 
 from .conftest import torch_threads, val_images
 
@@ -305,7 +305,7 @@ def test_promotion_flow_register_split_default_rollback(gateway, photos, spec_sc
                                                          capsys):
     """train (the session's tiny model) -> woof archive -> register -> A/B split -> set default -> roll back
     -> unregister while traffic flows, through the gateway's admin API."""
-    from training.cli import main
+    from woof.cli import main
 
     with torch_threads(1):
         assert main(["archive", "--model-dir", str(tiny_model_dir), "--name", "tiny-candidate", "--format", "onnx",
@@ -440,7 +440,7 @@ def test_rate_limit_per_client(torchserve, tmp_path, photos):
 
 
 def test_torchserve_down_gives_503_fast_and_slow_gives_504(tmp_path, photos):
-    from training.bench import free_ports
+    from scripts.bench import free_ports
 
     (closed,) = free_ports(1)
     app = create_app({"torchserve_url": f"http://127.0.0.1:{closed}", "torchserve_mgmt_url":

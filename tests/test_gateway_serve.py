@@ -13,8 +13,8 @@ from pathlib import Path
 
 import requests
 
-from training.bench import free_ports
-from training.serve import ping, render_config, start_torchserve
+from scripts.bench import free_ports
+from scripts.serve import ping, render_config, start_torchserve
 
 from .conftest import ROOT, val_images
 

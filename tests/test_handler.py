@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.breeds import WNIDS
-from training.cli import main
-from training.errors import WoofError
+from woof.breeds import WNIDS
+from woof.cli import main
+from woof.errors import WoofError
 
 from .conftest import ROOT, torch_threads, val_images
 
@@ -59,7 +59,7 @@ def reference(model, paths: list, spec: dict) -> tuple[np.ndarray, np.ndarray]:
 
     from training.data import Sample
     from training.evaluate import predict_logits
-    from training.preprocess import preprocess, softmax
+    from woof.preprocess import preprocess, softmax
 
     logits, _ = predict_logits(model, [Sample(p, 0) for p in paths], spec, workers=0, progress=False)
     with torch.inference_mode():
@@ -150,7 +150,7 @@ def test_archive_errors_are_readable_and_leave_no_files(tiny_model_dir, data_roo
 
 
 def test_repository_config_is_loopback_only(tmp_path):
-    from training.serve import read_properties, render_config
+    from scripts.serve import read_properties, render_config
 
     props = read_properties(ROOT / "config.properties")
     for key in ("inference_address", "management_address", "metrics_address"):
@@ -163,8 +163,8 @@ def test_repository_config_is_loopback_only(tmp_path):
 
 
 def test_serve_builds_only_missing_or_stale_archives(tiny_archives, tiny_model_dir, tmp_path, monkeypatch):
-    import training.archive as ar
-    from training.serve import ensure_archives
+    import handlers.archive as ar
+    from scripts.serve import ensure_archives
 
     model_dir = tmp_path / "models" / "m"
     shutil.copytree(tiny_model_dir, model_dir)
@@ -190,7 +190,7 @@ def test_serve_builds_only_missing_or_stale_archives(tiny_archives, tiny_model_d
 
 
 def test_serve_refuses_old_java(tmp_path, monkeypatch):
-    from training.serve import check_java
+    from scripts.serve import check_java
 
     fake = tmp_path / "bin" / "java"
     fake.parent.mkdir()
@@ -213,7 +213,7 @@ def test_each_archive_answers_real_photos(torchserve, tiny_model_dir, data_root)
 
 
 def test_torchserve_gives_the_eval_code_path_probabilities(torchserve, tiny_model_dir, data_root):
-    from training.card import load_model
+    from training.checkpoint import load_model
 
     model, card = load_model(tiny_model_dir)
     paths = [p for p, _ in val_images(data_root)[3:7]]

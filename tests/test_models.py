@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.breeds import IMAGENET_INDEX, WNIDS
-from training.errors import WoofError
 from training.models import OFFLINE_WEIGHTS, create_model, default_preprocessing, lukemelas_to_timm
-from training.preprocess import preprocess
+from woof.breeds import IMAGENET_INDEX, WNIDS
+from woof.errors import WoofError
+from woof.preprocess import preprocess
 
 from .conftest import val_images
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from training.card import load_model, read_card
-from training.errors import WoofError
+from training.checkpoint import load_model
 from training.openset import calibrate, dog_probability
 from training.wise import make_wise_model, mix, zero_shot_state
+from woof.card import read_card
+from woof.errors import WoofError
 
 
 def test_dog_probability_sums_the_dog_and_wild_canid_classes():

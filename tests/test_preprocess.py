@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.preprocess import ImageError, default_spec, load_image, preprocess, softmax, top_k
+from woof.preprocess import ImageError, default_spec, load_image, preprocess, softmax, top_k
 
 from .conftest import val_images
 
@@ -125,6 +125,6 @@ def test_preprocess_module_imports_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import training.preprocess; "
+    code = ("import sys; import woof.preprocess; "
             "bad = [m for m in ('torch', 'torchvision', 'timm') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

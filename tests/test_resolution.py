@@ -9,13 +9,16 @@ import shutil
 import pytest
 from PIL import Image
 
-from training import card as cards
-from training.breeds import WNIDS
-from training.cli import main
+from training import checkpoint
 from training.data import holdout_split, list_samples, same_files
-from training.datatools import official_files, verify
 from training.evaluate import mcnemar_exact
-from training.train import RandomDownscale, TrainConfig, train
+from training.recipe import TrainConfig
+from training.train import train
+from training.transforms import RandomDownscale
+from training.verify import official_files, verify
+from woof import card as cards
+from woof.breeds import WNIDS
+from woof.cli import main
 
 from .test_datatools import make_subset
 
@@ -94,7 +97,7 @@ def test_card_metrics_keep_the_primary_on_top_and_the_other_sizes_beside(tiny_mo
         for src in sorted((data_root / "val" / wnid).iterdir())[:3]:
             with Image.open(src) as img:
                 img.resize((img.width // 2, img.height // 2)).save(small / "val" / wnid / src.name)
-    model, card = cards.load_model(tiny_model_dir)
+    model, card = checkpoint.load_model(tiny_model_dir)
     zero_shot = create_model(card["architecture"], pretrained="imagenet")
     run = dict(limit_per_class=3, workers=0, progress=False)
     per_set = [evaluate_val(root, model, card["preprocessing"], zero_shot, **run)[0] for root in (data_root, small)]
@@ -137,7 +140,7 @@ def test_the_hold_out_is_fixed_whatever_the_training_seed_and_scored_on_a_second
     ({"low_res_side": [200, 100]}, "low_res_side"),
 ])
 def test_bad_resolution_settings_are_refused(values, message):
-    from training.errors import WoofError
+    from woof.errors import WoofError
 
     with pytest.raises(WoofError, match=message):
         TrainConfig.from_dict(values)
@@ -213,9 +216,9 @@ def test_paired_copies_give_the_teacher_the_same_crop_of_the_sharp_photo(tmp_pat
 
 
 def test_a_zero_shot_teacher_is_the_untrained_model(tmp_path, data_root):
-    from training.errors import WoofError
     from training.models import default_preprocessing
     from training.train import _load_one_teacher
+    from woof.errors import WoofError
 
     config = TrainConfig(teacher="zero-shot:efficientnet_lite0", teacher_runtime="pytorch")
     spec = default_preprocessing("efficientnet_lite0")
@@ -234,7 +237,8 @@ def test_a_zero_shot_teacher_is_the_untrained_model(tmp_path, data_root):
 def test_every_recipe_field_is_a_woof_train_flag(capsys):
     import dataclasses
 
-    from training.cli import build_parser, recipe_flags
+    from training.commands import recipe_flags
+    from woof.cli import build_parser
 
     flags = recipe_flags(TrainConfig)
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}

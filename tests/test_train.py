@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.errors import WoofError
-from training.train import TrainConfig, train
+from training.recipe import TrainConfig
+from training.train import train
+from woof.errors import WoofError
 
 TINY = dict(batch_size=10, limit_per_class=5, train_size=96, eval_size=112, workers=0)
 
@@ -38,7 +39,7 @@ def test_loss_goes_down_on_a_tiny_real_subset(tmp_path, data_root):
 def test_killed_run_resumes_without_losing_a_finished_epoch(tmp_path, data_root):
     out = tmp_path / "run"
     env = {**os.environ, "WOOF_DATA_ROOT": str(data_root)}
-    cmd = [sys.executable, "-m", "training.cli", "train", "--out", str(out), "--epochs", "6", "--quiet",
+    cmd = [sys.executable, "-m", "woof.cli", "train", "--out", str(out), "--epochs", "6", "--quiet",
            "--ema-decay", "0.9",  # the moving average is part of the checkpoint and resumes with it
            *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

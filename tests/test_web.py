@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, val_images
-from training.archive import archive_card
+from woof.card import archive_card
 
 CHROMIUM = Path(os.environ.get("WOOF_CHROMIUM") or "/usr/bin/chromium")  # Debian's; never a downloaded one
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,3 +1,1 @@
-"""woof training pipeline: data, models, fine-tuning, evaluation and prediction."""
-
-__version__ = "0.1.0"
+"""woof training pipeline: data -> model -> objective -> loop -> evaluate -> export (see docs/architecture.md)."""

@@ -13,8 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .breeds import BREEDS, WNIDS
-from .errors import WoofError
+from woof.breeds import BREEDS, WNIDS
+from woof.errors import WoofError
+from woof.preprocess import load_image
 
 ENV_DATA_ROOT = "WOOF_DATA_ROOT"
 SPLITS = ("train", "val")
@@ -142,7 +143,6 @@ class ImageDataset:
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        from .preprocess import load_image
 
         sample = self.samples[index]
         return self.transform(load_image(sample.path)), sample.label

@@ -7,15 +7,18 @@ Every accuracy is therefore reported twice, with a 95 % Wilson confidence interv
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .breeds import BREEDS, WNIDS
-from .card import atomic_write_text
+from woof.breeds import BREEDS, WNIDS
+from woof.files import atomic_path, atomic_write_json, atomic_write_text
+from woof.preprocess import load_image, softmax
+
+from .data import ImageDataset, data_description, list_samples, subset_per_class
+from .transforms import eval_transform
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -58,8 +61,6 @@ def predict_logits(model, samples, spec, batch_size: int = 64, workers: int = 2,
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from .data import ImageDataset
-    from .train import eval_transform
 
     device = device or torch.device("cpu")
     loader = DataLoader(ImageDataset(samples, eval_transform(spec)), batch_size=batch_size,
@@ -123,7 +124,8 @@ def plot_confusion(confusion: np.ndarray, path: Path, title: str) -> None:
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -134,7 +136,6 @@ def plot_gallery(samples, logits: np.ndarray, labels: np.ndarray, path: Path, li
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .preprocess import load_image, softmax
 
     probs = softmax(logits)
     pred = probs.argmax(1)
@@ -153,7 +154,8 @@ def plot_gallery(samples, logits: np.ndarray, labels: np.ndarray, path: Path, li
         axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center")
     fig.suptitle(f"Most confident mistakes ({len(wrong)} shown)")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return len(wrong)
 
@@ -163,10 +165,9 @@ def write_report(out_dir: Path, title: str, metrics: dict[str, Any], samples, lo
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in
              ("metrics.json", "predictions.csv", "report.md", "confusion_matrix.png", "misclassified.png")}
-    atomic_write_text(paths["metrics.json"], json.dumps(metrics, indent=2) + "\n")
+    atomic_write_json(paths["metrics.json"], metrics)
     pred = logits.argmax(1)
     lines = ["file,true_wnid,pred_wnid,confidence,correct"]
-    from .preprocess import softmax
 
     probs = softmax(logits)
     for s, y, p, pr in zip(samples, labels, pred, probs):
@@ -214,7 +215,6 @@ def evaluate_val(root: Path, model, spec: dict[str, Any], zero_shot_model=None, 
                  **run) -> tuple[dict[str, Any], list, np.ndarray, np.ndarray]:
     """Metrics of `model` on one copy of val (None: score only `zero_shot_model`'s zero-shot head); with
     `zero_shot_model`, its zero-shot row and the paired test against it on the same images."""
-    from .data import data_description, list_samples, subset_per_class
 
     samples = list_samples(root, "val")
     if limit_per_class:

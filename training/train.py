@@ -18,201 +18,28 @@ A checkpoint (`last.pt`) is written atomically after every epoch; `--resume` con
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
-import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import WoofError
+from woof import card as cards
+from woof.errors import WoofError
+from woof.files import atomic_path
+
+from . import checkpoint
+from .checkpoint import load_model
+from .evaluate import predict_logits
+from .models import count_parameters, create_model, default_preprocessing
+from .recipe import ZERO_SHOT_TEACHER, TrainConfig, _repo_relative
+from .transforms import MixedCopies, PairedCopies, train_transform
+from .wise import mix
 
 CHECKPOINT_FILE = "last.pt"
-# a teacher named "zero-shot:efficientnet_lite2" is that untrained ImageNet model reading its 10 breed rows
-ZERO_SHOT_TEACHER = "zero-shot:"
 HISTORY_FILE = "history.csv"
-
-
-def teacher_names(teacher: str | list[str] | None) -> list[str]:
-    """A recipe's teacher setting as a list: one folder, "a,b" (the CLI) or a list (a config file)."""
-    if not teacher:
-        return []
-    names = teacher.split(",") if isinstance(teacher, str) else list(teacher)
-    return [n.strip() for n in names if n.strip()]
-
-
-def setting(default: Any, help: str):
-    """A recipe field with its help text (the `woof train` flag is generated from it)."""
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class TrainConfig:
-    """A recipe. Every field is a `woof train` flag (--field-name), its help text the field's `help`."""
-
-    model: str = setting("efficientnet_lite0", "timm architecture name, e.g. efficientnet_lite0, convnext_tiny")
-    pretrained: str = setting("imagenet", "imagenet | none")
-    name: str | None = setting(None, "model name written in the card (default: the --out folder's name)")
-    epochs: int = setting(3, "number of epochs")
-    batch_size: int = setting(32, "images per step")
-    lr: float = setting(1e-4, "peak learning rate (AdamW)")
-    weight_decay: float = setting(0.05, "AdamW weight decay")
-    warmup_epochs: float = setting(0.2, "linear warm-up length, then cosine decay")
-    label_smoothing: float = setting(0.1, "label smoothing")
-    train_size: int = setting(192, "random-resized-crop size for training")
-    crop_scale: tuple[float, float] = setting((0.5, 1.0), "MIN,MAX area share of a random-resized crop")
-    hflip: bool = setting(True, "random horizontal flips")
-    eval_size: int | None = setting(None, "evaluation input size (default: the architecture's native)")
-    head_init: str = setting("imagenet", "imagenet (rows of the 10 breeds) | random")
-    freeze_bn: bool = setting(True, "keep BatchNorm's ImageNet statistics (default in the recipes)")
-    noise: int = setting(0, "train on noisy labels: 0, 1, 5, 25 or 50 percent (noisy_imagewoof.csv)")
-    holdout: float = setting(0.0, "fraction of train held out (stratified) and evaluated each epoch")
-    holdout_seed: int = setting(0, "seed of the stratified hold-out split (fixed: 0 in every recipe, "
-                                   "whatever the training seed)")
-    holdout_also: str | None = setting(None, "another copy of Imagewoof (e.g. the 160 px set) where the same "
-                                             "hold-out files are scored too")
-    # people send small, recompressed photos too
-    low_res_p: float = setting(0.0, "probability of shrinking a training photo before cropping (0: off)")
-    low_res_side: tuple[int, int] = setting((128, 224), "MIN,MAX shorter side a shrunk training photo gets")
-    mix_data: str | None = setting(None, "another copy of Imagewoof (e.g. the 160 px set: the same photos, smaller) "
-                                         "that training photos are read from with probability --mix-p")
-    mix_p: float = setting(0.0, "probability of reading a training photo from --mix-data (0: off)")
-    teacher_view: str = setting("same", "with --mix-data: the teacher sees the same crop of the sharp copy (sharp) "
-                                        "or the student's own input (same)")
-    limit_per_class: int | None = setting(None, "use only N train images per class (smoke runs)")
-    seed: int = setting(0, "random seed (data order, augmentation)")
-    workers: int = setting(2, "data-loading processes")
-    device: str = setting("auto", "auto | cpu | cuda")
-    amp: str = setting("auto", "auto (bf16 on CUDA, off on CPU) | bf16 | off")
-    channels_last: bool = setting(True, "channels_last memory format (about 2x faster on CPU)")
-    teacher: str | list[str] | None = setting(
-        None, "trained model folder to distil from, e.g. training/checkpoints/lite2, or zero-shot:ARCH (the "
-              "untrained ImageNet model); several, comma-separated: their averaged logits")
-    distill_alpha: float = setting(0.5, "weight of the distillation loss (0..1); 1 - alpha goes to the labels")
-    distill_temperature: float = setting(2.0, "softmax temperature of the distillation loss")
-    teacher_runtime: str = setting("onnxruntime", "onnxruntime (CPU: same logits, faster) | pytorch")
-    wise_alpha: float = setting(1.0, "< 1: mix the final weights with the zero-shot start (WiSE-FT)")
-    ema_decay: float = setting(0.0, "keep a moving average of the weights (e.g. 0.998) and save it; 0: off")
-    extra: dict[str, Any] = field(default_factory=dict, metadata={"help": None})  # free-form notes, no flag
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            import difflib
-
-            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k
-                     for k in unknown]
-            raise WoofError(f"{where}: unknown setting {', '.join(hints)}")
-        values = dict(values)
-        for key in ("crop_scale", "low_res_side"):
-            if key in values:
-                values[key] = tuple(values[key])
-        config = cls(**values)
-        config.check()
-        return config
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise WoofError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as e:
-            raise WoofError(f"config file {path} is not valid YAML ({e})") from None
-        if not isinstance(values, dict):
-            raise WoofError(f"config file {path} must be a mapping of settings")
-        values.update(overrides or {})
-        return cls.from_dict(values, str(path))
-
-    def check(self) -> None:
-        def bad(msg: str):
-            raise WoofError(f"config: {msg}")
-
-        if self.epochs < 1:
-            bad("epochs must be >= 1")
-        if self.batch_size < 1:
-            bad("batch_size must be >= 1")
-        if not self.lr > 0:
-            bad("lr must be > 0")
-        if self.head_init not in ("imagenet", "random"):
-            bad("head_init must be imagenet or random")
-        if self.head_init == "imagenet" and self.pretrained != "imagenet":
-            bad("head_init imagenet needs pretrained imagenet (use head_init: random)")
-        if self.amp not in ("auto", "bf16", "off"):
-            bad("amp must be auto, bf16 or off")
-        if self.device not in ("auto", "cpu", "cuda"):
-            bad("device must be auto, cpu or cuda")
-        if not (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
-            bad("crop_scale must be two numbers 0 < min <= max <= 1")
-        if not 0 <= self.holdout < 1:
-            bad("holdout must be in [0, 1)")
-        if self.holdout_also and not self.holdout:
-            bad("holdout_also needs a hold-out (holdout > 0)")
-        if self.holdout_also and not _repo_relative(self.holdout_also).is_dir():
-            bad(f"holdout_also: {self.holdout_also} is not a folder")
-        if not 0 <= self.low_res_p <= 1:
-            bad("low_res_p must be in [0, 1]")
-        if not 0 <= self.mix_p <= 1:
-            bad("mix_p must be in [0, 1]")
-        if self.mix_p and not self.mix_data:
-            bad("mix_p > 0 needs mix_data (another copy of Imagewoof)")
-        if self.mix_data and not _repo_relative(self.mix_data).is_dir():
-            bad(f"mix_data: {self.mix_data} is not a folder")
-        if self.teacher_view not in ("same", "sharp"):
-            bad("teacher_view must be same or sharp")
-        if self.teacher_view == "sharp" and not (self.mix_p and self.teacher):
-            bad("teacher_view sharp needs a teacher and mix_data with mix_p > 0")
-        if self.teacher_view == "sharp" and self.low_res_p:
-            bad("teacher_view sharp pairs real copies; turn low_res_p off")
-        if len(self.low_res_side) != 2 or not 8 <= self.low_res_side[0] <= self.low_res_side[1]:
-            bad("low_res_side must be two sizes 8 <= min <= max")
-        if not 0 <= self.distill_alpha <= 1:
-            bad("distill_alpha must be in [0, 1]")
-        if not self.distill_temperature > 0:
-            bad("distill_temperature must be > 0")
-        if self.teacher_runtime not in ("onnxruntime", "pytorch"):
-            bad("teacher_runtime must be onnxruntime or pytorch")
-        for given, folder in zip(self.teacher_names(), self.teacher_dirs()):
-            if given.startswith(ZERO_SHOT_TEACHER):
-                from .models import check_architecture
-
-                check_architecture(given[len(ZERO_SHOT_TEACHER):])
-            elif not (folder / "card.json").is_file():
-                bad(f"teacher {given} is not a trained model folder (no card.json) "
-                    f"nor {ZERO_SHOT_TEACHER}ARCHITECTURE")
-        if not 0 <= self.ema_decay < 1:
-            bad("ema_decay must be in [0, 1) (0 turns the moving average off)")
-        if not 0 <= self.wise_alpha <= 1:
-            bad("wise_alpha must be in [0, 1]")
-        if self.wise_alpha < 1 and (self.head_init != "imagenet" or not self.freeze_bn):
-            bad("wise_alpha < 1 needs head_init imagenet and freeze_bn (the zero-shot start)")
-
-    def teacher_names(self) -> list[str]:
-        return teacher_names(self.teacher)
-
-    def teacher_dirs(self) -> list[Path]:
-        """The teacher folders as given, or relative to the repository (recipes say training/checkpoints/lite2)."""
-        return [Path(name) if name.startswith(ZERO_SHOT_TEACHER) else _repo_relative(name)
-                for name in self.teacher_names()]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["crop_scale"] = list(self.crop_scale)
-        d["low_res_side"] = list(self.low_res_side)
-        return d
-
-
-def _repo_relative(name: str) -> Path:
-    path = Path(name)
-    return path if path.is_absolute() or path.exists() else Path(__file__).resolve().parents[1] / path
-
-
 def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     if step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -237,102 +64,6 @@ def _freeze_batchnorm(model) -> None:
             m.eval()
 
 
-class RandomDownscale:
-    """Shrink a PIL image so its shorter side is a random size in `sides` (never enlarges).
-
-    The resampling filter is drawn too: the small photos people send were shrunk by many tools."""
-
-    FILTERS = ("BILINEAR", "BICUBIC", "LANCZOS", "BOX")
-
-    def __init__(self, sides: tuple[int, int]):
-        self.sides = sides
-
-    def __call__(self, img):
-        from PIL import Image
-
-        side = random.randint(*self.sides)
-        width, height = img.size
-        if side >= min(width, height):
-            return img
-        scale = side / min(width, height)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        return img.resize(size, getattr(Image.Resampling, random.choice(self.FILTERS)))
-
-
-class MixedCopies:
-    """A training set that reads each photo from a second copy (e.g. 160 px) with probability p.
-
-    DataLoader seeds Python's `random` in every worker, so the draw is reproducible for a seed."""
-
-    def __init__(self, dataset, other_samples, p: float):
-        self.dataset, self.other, self.p = dataset, other_samples, p
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        from .preprocess import load_image
-
-        if random.random() < self.p:
-            sample = self.other[index]
-            return self.dataset.transform(load_image(sample.path)), sample.label
-        return self.dataset[index]
-
-
-class PairedCopies:
-    """(student view, teacher view, label): with probability p the student sees a photo from the small copy and
-    the teacher the same crop (same box in relative coordinates, same flip) of the sharp copy; else both see
-    the same sharp crop. So a sharp-photo teacher teaches the student what small photos show."""
-
-    def __init__(self, samples, small_samples, p: float, config: TrainConfig, spec: dict[str, Any]):
-        self.samples, self.small, self.p = samples, small_samples, p
-        self.size, self.scale, self.hflip, self.spec = config.train_size, config.crop_scale, config.hflip, spec
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        from torchvision import transforms as T
-        from torchvision.transforms import functional as F
-
-        from .preprocess import load_image
-
-        sharp = load_image(self.samples[index].path)
-        small = load_image(self.small[index].path) if random.random() < self.p else None
-        top, left, height, width = T.RandomResizedCrop.get_params(sharp, self.scale, (3 / 4, 4 / 3))
-        flip = self.hflip and random.random() < 0.5
-        views = []
-        for img in (small or sharp, sharp):
-            k = img.width / sharp.width  # the same box, in this copy's pixels
-            view = F.resized_crop(img, round(top * k), round(left * k), max(1, round(height * k)),
-                                  max(1, round(width * k)), [self.size, self.size],
-                                  T.InterpolationMode.BICUBIC, antialias=True)
-            view = F.hflip(view) if flip else view
-            views.append(F.normalize(F.to_tensor(view), self.spec["mean"], self.spec["std"]))
-        return views[0], views[1], self.samples[index].label
-
-
-def train_transform(config: TrainConfig, spec: dict[str, Any]):
-    from torchvision import transforms as T
-
-    steps = [T.RandomApply([RandomDownscale(config.low_res_side)], p=config.low_res_p)] if config.low_res_p else []
-    steps += [T.RandomResizedCrop(config.train_size, scale=config.crop_scale,
-                                 interpolation=T.InterpolationMode.BICUBIC)]
-    if config.hflip:
-        steps.append(T.RandomHorizontalFlip())
-    steps += [T.ToTensor(), T.Normalize(spec["mean"], spec["std"])]
-    return T.Compose(steps)
-
-
-def eval_transform(spec: dict[str, Any]):
-    """The shared numpy/Pillow preprocessing, as a tensor transform."""
-    import torch
-
-    from .preprocess import preprocess
-
-    return lambda img: torch.from_numpy(preprocess(img, spec))
-
-
 def pick_device(requested: str):
     import torch
 
@@ -346,9 +77,8 @@ def pick_device(requested: str):
 def _atomic_torch_save(obj, path: Path) -> None:
     import torch
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_training_checkpoint(path: Path) -> dict[str, Any]:
@@ -368,7 +98,6 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from . import card as cards
     from .data import (
         EXPECTED_COUNTS,
         ImageDataset,
@@ -378,8 +107,6 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         same_files,
         subset_per_class,
     )
-    from .evaluate import predict_logits
-    from .models import count_parameters, create_model, default_preprocessing
 
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_FILE
@@ -544,10 +271,9 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         model = ema.module
     model = model.cpu().to(memory_format=torch.contiguous_format)
     if config.wise_alpha < 1:
-        from .wise import mix
 
         mix(model, config.model, config.wise_alpha)
-    weights_path, sha = cards.save_weights(model, out_dir)
+    weights_path, sha = checkpoint.save_weights(model, out_dir)
     card = cards.new_card(
         name=config.name or out_dir.name,
         architecture=config.model,
@@ -558,7 +284,7 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         data={"train_images": len(samples), "holdout_images": len(held),
               "noise": config.noise, "holdout_fraction": config.holdout,
               "holdout_seed": config.holdout_seed if held else None, **data_description(data_root)},
-        training={"seconds": round(train_seconds, 1), "epochs": config.epochs, "hardware": cards.hardware(),
+        training={"seconds": round(train_seconds, 1), "epochs": config.epochs, "hardware": checkpoint.hardware(),
                   "device": str(device)},
         has_imagenet_head=model.imagenet_head is not None,
         command=command or (state or {}).get("command"),
@@ -657,10 +383,8 @@ def _load_teacher(config: TrainConfig, spec: dict[str, Any], device, memory_form
 def _load_one_teacher(folder: Path, config: TrainConfig, spec: dict[str, Any], device, memory_format) -> _Teacher:
     import torch
 
-    from .card import load_model
 
     if folder.name.startswith(ZERO_SHOT_TEACHER):  # keeps what ImageNet pretraining knows (see README)
-        from .models import create_model, default_preprocessing
 
         arch = folder.name[len(ZERO_SHOT_TEACHER):]
         teacher = create_model(arch, pretrained="imagenet")

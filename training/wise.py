@@ -14,12 +14,15 @@ from pathlib import Path
 
 import torch
 
-from .errors import WoofError
+from woof import card as cards
+from woof.errors import WoofError
+
+from . import checkpoint
+from .models import create_model
 
 
 def zero_shot_state(architecture: str) -> dict[str, torch.Tensor]:
     """The recipe's step-0 weights: ImageNet backbone and head, breed head from the ImageNet rows."""
-    from .models import create_model
 
     model = create_model(architecture, pretrained="imagenet")
     model.init_head_from_imagenet()
@@ -43,15 +46,14 @@ def make_wise_model(model_dir: Path, alpha: float, out_dir: Path, version: str |
 
     The card keeps the plain fine-tune's provenance and metrics under `wise_ft`.
     """
-    from . import card as cards
 
-    model, card = cards.load_model(model_dir)
+    model, card = checkpoint.load_model(model_dir)
     recipe = card.get("recipe", {})
     if recipe.get("head_init") != "imagenet" or not recipe.get("freeze_bn"):
         raise WoofError(f"{model_dir} was not trained from the zero-shot start (head_init imagenet, frozen BN); "
                         "its weights cannot be mixed with it")
     mix(model, card["architecture"], alpha)
-    _, sha = cards.save_weights(model, out_dir)
+    _, sha = checkpoint.save_weights(model, out_dir)
     if Path(out_dir).resolve() != Path(model_dir).resolve():  # the mix keeps its run's recipe and history
         import shutil
 

@@ -9,36 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
-import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
-from .breeds import classes
-from .errors import WoofError
-from .preprocess import check_spec
+from woof.breeds import classes
+from woof.errors import WoofError
+from woof.files import atomic_write_json
+from woof.preprocess import check_spec
 
 SCHEMA_VERSION = 1
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
 REQUIRED = ("schema_version", "name", "version", "architecture", "classes", "preprocessing")
 
-
-def hardware() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    if torch.cuda.is_available():
-        desc += f", GPU {torch.cuda.get_device_name(0)}"
-    return desc
 
 
 def new_card(name: str, architecture: str, preprocessing: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -123,20 +107,20 @@ def read_card(directory: str | os.PathLike) -> dict[str, Any]:
     return validate_card(card, str(path))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes files private; reports and cards are meant to be read
-    os.replace(tmp, path)
-
 
 def write_card(directory: str | os.PathLike, card: dict[str, Any]) -> Path:
     path = Path(directory) / CARD_FILE
-    atomic_write_text(path, json.dumps(validate_card(card), indent=2) + "\n")
+    atomic_write_json(path, validate_card(card))
     return path
+
+
+def archive_card(path: Path) -> dict[str, Any] | None:
+    """The card inside a .mar, or None if the file is missing or unreadable."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read(CARD_FILE))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -147,41 +131,4 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def save_weights(model, directory: str | os.PathLike) -> tuple[Path, str]:
-    """Save the model's tensors as safetensors (atomically); returns the path and its sha256."""
-    from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / WEIGHTS_FILE
-    tmp = directory / f".{WEIGHTS_FILE}.tmp"
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path, file_sha256(path)
-
-
-def load_model(directory: str | os.PathLike):
-    """A trained model from its folder (card.json + model.safetensors), in eval mode, and its card."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from .models import create_model
-
-    directory = Path(directory)
-    card = read_card(directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise WoofError(f"no weights at {weights}")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise WoofError(f"{weights} is corrupt or unreadable ({e})") from None
-    model = create_model(card["architecture"], pretrained="none",
-                         imagenet_head="imagenet_head.weight" in state)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise WoofError(f"{weights} does not match {card['architecture']} "
-                        f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
-    return model.eval(), card

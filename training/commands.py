@@ -1,14 +1,27 @@
-"""The `woof` command: data, train, eval, predict, export, archive, serve, bench (bot joins as it is built)."""
+"""The training side of the `woof` command: data, train, eval, predict, export, wise, promote, calibrate.
+
+Each `add_*` declares a subcommand, each `cmd_*` calls the pipeline. The pipeline modules that load torch are
+imported inside the command that needs them, so `woof --help` and the serving commands start in a moment."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import WoofError
+from woof import card as cards
+from woof.breeds import WNIDS
+from woof.errors import WoofError
+
+from . import checkpoint
+from .data import ENV_DATA_ROOT, EXPECTED_COUNTS, IMAGE_SUFFIXES, SPLITS, resolve_root
+from .export import CALIBRATION_IMAGES, FORMATS, PARITY_IMAGES, export_cli
+from .fetch import ARCHIVE_NAMES, CONNECT_TIMEOUT, fetch
+from .recipe import TrainConfig
+from .stats import stats, write_stats
+from .verify import EXPECTED_IMAGENET_VAL, EXPECTED_SIDE, NOISY_CSV, format_verify, verify
 
 
 def _data_arg(p: argparse.ArgumentParser) -> None:
@@ -55,7 +68,6 @@ def add_train(sub) -> None:
     p.add_argument("--out", metavar="DIR", required=True, help="output folder of this run")
     _data_arg(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    from .train import TrainConfig
 
     for flag, (key, kw) in recipe_flags(TrainConfig).items():
         p.add_argument(flag, dest=key, default=None, **kw)
@@ -64,8 +76,8 @@ def add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from .data import resolve_root
-    from .train import TrainConfig, train
+    from .train import train
+
 
     overrides = {key: getattr(args, key) for key, _ in recipe_flags(TrainConfig).values()
                  if getattr(args, key) is not None}
@@ -105,11 +117,11 @@ def add_eval(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    from . import card as cards
-    from .data import resolve_root
     from .evaluate import card_metrics, evaluate_val, summary_lines, write_report
     from .models import create_model, default_preprocessing
     from .predict import default_model_dir
+
+
 
     roots = [resolve_root(args.data), *(Path(p).expanduser() for p in args.also)]
     run = dict(batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
@@ -121,7 +133,7 @@ def cmd_eval(args) -> int:
         report = Path(args.report or Path("reports") / f"zero-shot-{args.zero_shot}-{spec['input_size']}")
     else:
         model_dir = Path(args.model_dir or default_model_dir())
-        model, card = cards.load_model(model_dir)
+        model, card = checkpoint.load_model(model_dir)
         spec = card["preprocessing"]
         zero_shot = create_model(card["architecture"], pretrained="imagenet") if args.baseline else None
         title = f"{card['name']} {card['version']} ({card['architecture']}, {spec['input_size']} px)"
@@ -157,6 +169,7 @@ def add_predict(sub) -> None:
 def cmd_predict(args) -> int:
     from .predict import Predictor, format_result
 
+
     if not 1 <= args.top_k <= 10:
         raise WoofError("--top-k must be between 1 and 10")
     predictor = Predictor(args.model_dir)
@@ -168,7 +181,6 @@ def cmd_predict(args) -> int:
 
 # ---------------------------------------------------------------- export
 def add_export(sub) -> None:
-    from .export import CALIBRATION_IMAGES, FORMATS, PARITY_IMAGES
 
     p = sub.add_parser("export", help="export a model to TorchScript / ONNX / INT8 ONNX and check parity",
                        description="Write model.pt, model.onnx and/or model.int8.onnx (inputs `image`, outputs "
@@ -186,7 +198,6 @@ def add_export(sub) -> None:
 
 
 def cmd_export(args) -> int:
-    from .export import FORMATS, export_cli
 
     return export_cli(args.model_dir, args.out, args.data, args.formats or list(FORMATS), args.parity_images,
                       args.calibration_images)
@@ -207,6 +218,7 @@ def add_wise(sub) -> None:
 
 def cmd_wise(args) -> int:
     from .wise import make_wise_model
+
 
     out = Path(args.out or args.model_dir)
     card = make_wise_model(Path(args.model_dir), args.alpha, out, args.version)
@@ -230,7 +242,6 @@ def add_promote(sub) -> None:
 def cmd_promote(args) -> int:
     import shutil
 
-    from . import card as cards
 
     run, target = Path(args.run), Path(args.to)
     card = cards.read_card(run)
@@ -270,9 +281,9 @@ def add_calibrate(sub) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    from . import card as cards
-    from .data import resolve_root
     from .openset import calibrate
+
+
 
     if not 0.5 <= args.target < 1:
         raise WoofError("--target must be in [0.5, 1)")
@@ -287,45 +298,107 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
-    from .datatools import add_data
 
-    parser = argparse.ArgumentParser(prog="woof", description="Dog-breed recognition for the 10 Imagewoof breeds.")
-    parser.add_argument("--version", action="version", version=f"woof {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_data(sub)
-    add_train(sub)
-    add_eval(sub)
-    add_predict(sub)
-    add_export(sub)
-    add_wise(sub)
-    add_promote(sub)
-    add_calibrate(sub)
-    from .archive import add_archive
-    from .bench import add_bench
-    from .serve import add_serve
-
-    add_archive(sub)
-    add_serve(sub)
-    add_bench(sub)
-    from bot.cli import add_bot
-    add_bot(sub)
-    return parser
+# ---------------------------------------------------------------- data
+def _data_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="PATH",
+                   help=f"Imagewoof root with train/ and val/ (default: ${ENV_DATA_ROOT})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except WoofError as e:
-        print(f"woof: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("woof: interrupted (finished epochs are in the checkpoint; --resume continues)", file=sys.stderr)
-        return 130
+def _common_flags(p: argparse.ArgumentParser, workers: int) -> None:
+    p.add_argument("--workers", type=int, default=workers, metavar="N",
+                   help=f"processes that read images (default {workers})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def add_data(sub) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("data", help="fetch, verify and describe Imagewoof", formatter_class=fmt,
+                       description="Get the Imagewoof data set, check it and describe it.\n\n"
+                                   "  woof data fetch                      download + unpack imagewoof2-160 to ./data\n"
+                                   "  woof data verify --data PATH         check layout, counts and every image\n"
+                                   "  woof data stats  --data PATH         class balance, sizes, plots -> reports/data")
+    data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    f = data_sub.add_parser(
+        "fetch", help="download (or take a local copy of) the official imagewoof2 archive", formatter_class=fmt,
+        description="Download the official fast.ai archive (imagewoof2-160.tgz, -320 or full) with a progress bar, "
+                    "check that it\nis an Imagewoof tar (one folder holding train/<wnid>/ and val/<wnid>/), unpack it "
+                    "safely (no paths\nout of --dest) into DEST/imagewoof2-SIZE and check the layout. Unpacking goes "
+                    "through a hidden\ntemporary folder, so a failure leaves nothing half-done. Offline, the download "
+                    f"fails within\n~{CONNECT_TIMEOUT} s and says so.\n\n"
+                    "--from PATH takes a local copy instead of downloading:\n"
+                    "  a folder   (the imagewoof2 root, or a folder holding exactly one) is checked and used IN "
+                    "PLACE:\n             nothing is copied; the command prints the WOOF_DATA_ROOT line to use it\n"
+                    "  a .tgz     (or .tar.gz / .tar) is checked and unpacked into --dest like a download",
+        epilog=f"Afterwards: export {ENV_DATA_ROOT}=<the printed folder>, then `woof data verify`.")
+    f.add_argument("--size", choices=list(ARCHIVE_NAMES), default="160",
+                   help="archive to download: 160 (shorter side 160 px, ~165 MB unpacked; default), 320, or full")
+    f.add_argument("--dest", metavar="DIR", default="data", help="where to unpack (default: ./data)")
+    f.add_argument("--from", dest="source", metavar="PATH",
+                   help="use a local imagewoof2 folder (in place) or .tgz (unpacked into --dest) instead of "
+                        "downloading")
+    f.add_argument("--url", help="download from this URL (a mirror) instead of the official fast.ai one")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+    f.set_defaults(func=cmd_fetch)
+
+    v = data_sub.add_parser(
+        "verify", help="check layout, counts and that every image decodes", formatter_class=fmt,
+        description="Check an Imagewoof folder:\n"
+                    "  - the 10 class folders in train/ and val/ (a missing one is named by breed)\n"
+                    "  - images per class and split, against the official imagewoof2 split "
+                    f"(train {EXPECTED_COUNTS['train']:,}, val {EXPECTED_COUNTS['val']:,})\n"
+                    "  - every image decodes fully, as training loads it (--quick: headers only)\n"
+                    "  - greyscale files, ImageNet-val-origin val images (official: "
+                    f"{EXPECTED_IMAGENET_VAL}), and that\n    {NOISY_CSV} lists exactly the files on disk\n\n"
+                    "Fails (exit 2) when the layout is wrong, an image is corrupt or a class folder is empty,\n"
+                    "and with --expect SIZE when anything differs from that official copy.\n"
+                    "Only warns when counts differ from the official split (a subset or another version\n"
+                    "trains fine but does not compare with published figures) or the csv does not match.")
+    _data_flag(v)
+    v.add_argument("--quick", action="store_true", help="read image headers only, skip full decoding")
+    v.add_argument("--expect", choices=list(EXPECTED_SIDE),
+                   help="this must be the official imagewoof2-160, -320 or full copy: every official file present, "
+                        "nothing else, every shorter side 160 / 320 px; any difference fails (exit 2)")
+    _common_flags(v, workers=min(2, os.cpu_count() or 1))
+    v.set_defaults(func=cmd_verify)
+
+    s = data_sub.add_parser(
+        "stats", help="class balance, image sizes and colour modes, as markdown + PNG plots",
+        description="Describe an Imagewoof folder: images per breed and split, image sizes (read from the file "
+                    "headers, no decoding), greyscale count. Writes DIR/data_stats.md with markdown tables, "
+                    "DIR/class_balance_train.png, DIR/class_balance_val.png and DIR/image_sizes.png.")
+    _data_flag(s)
+    s.add_argument("--out", metavar="DIR", default=str(Path("reports") / "data"),
+                   help="report folder (default: reports/data)")
+    _common_flags(s, workers=1)
+    s.set_defaults(func=cmd_stats)
+
+
+def cmd_fetch(args) -> int:
+    root = fetch(args.size, args.dest, source=args.source, url=args.url, progress=not args.quiet)
+    counts = {split: sum(1 for w in WNIDS for p in (root / split / w).iterdir()
+                         if p.suffix.lower() in IMAGE_SUFFIXES) for split in SPLITS}
+    print(f"Imagewoof ready at {root.resolve()}: train {counts['train']:,} images, val {counts['val']:,}")
+    print(f"use it with:\n  export {ENV_DATA_ROOT}={root.resolve()}\ncheck every image with:\n  woof data verify")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    report = verify(resolve_root(args.data), decode=not args.quick, workers=args.workers, progress=not args.quiet,
+                    expect=args.expect)
+    print(format_verify(report), flush=True)
+    if not report.ok:
+        raise WoofError(f"{report.root} failed verification: " + "; ".join(report.errors))
+    return 0
+
+
+def cmd_stats(args) -> int:
+    root = resolve_root(args.data)
+    st = stats(root, workers=args.workers, progress=not args.quiet)
+    paths = write_stats(st, Path(args.out))
+    totals = {s: sum(c.values()) for s, c in st["counts"].items()}
+    print(f"{root}: train {totals['train']:,}, val {totals['val']:,} images, "
+          f"{sum(st['greyscale'].values())} greyscale")
+    print("wrote " + "\n      ".join(str(p) for p in paths))
+    return 0

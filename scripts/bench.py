@@ -49,9 +49,25 @@ from typing import Any
 
 import numpy as np
 
-from .archive import ARCHIVES, MODEL_STORE, REPO, archive_card
-from .card import atomic_write_text
-from .errors import WoofError
+from handlers.archive import ARCHIVES, MODEL_STORE, REPO
+from training.checkpoint import hardware
+from training.data import list_samples, resolve_root, subset_per_class
+from training.evaluate import accuracy_entry, fmt_acc
+from training.export import image_batch, ort_session, pick_images
+from woof.card import archive_card
+from woof.errors import WoofError
+from woof.files import atomic_path, atomic_write_text
+
+from .serve import (
+    CONFIG,
+    check_java,
+    model_ready,
+    ping,
+    render_config,
+    start_torchserve,
+    stop_torchserve,
+    torchserve_command,
+)
 
 DEFAULT_OUT = REPO / "reports"
 CONCURRENCY = 8
@@ -210,7 +226,6 @@ class Server:
         return self.env is not None
 
     def __enter__(self) -> Server:
-        from .serve import ping
 
         if self.url:
             if not self.mgmt:
@@ -222,7 +237,6 @@ class Server:
         return self
 
     def _start(self) -> None:
-        from .serve import CONFIG, check_java, render_config, start_torchserve, torchserve_command
 
         torchserve_command()
         check_java()
@@ -254,7 +268,6 @@ class Server:
     def register(self, archive: Archive) -> None:
         """Register `archive` with this run's workers and batching (waits until the workers are up); a
         server that already serves that name is left as it is."""
-        from .serve import model_ready
 
         if self.is_registered(archive.name):
             deadline = time.monotonic() + self.timeout
@@ -290,7 +303,6 @@ class Server:
             self._stop(keep_logs=exc[0] is not None)
 
     def _stop(self, keep_logs: bool) -> None:
-        from .serve import stop_torchserve
 
         try:
             stop_torchserve(self.env, cwd=self.base)
@@ -354,7 +366,6 @@ def accuracy_pass(client_url: str, archive: Archive, samples, concurrency: int, 
 
 
 def accuracy_figures(samples, rows: list[dict]) -> dict[str, Any]:
-    from .evaluate import accuracy_entry
 
     hit = np.array([r["predicted"] == s.wnid for s, r in zip(samples, rows)], dtype=bool)
     mask = np.array([s.from_imagenet_val for s in samples], dtype=bool)
@@ -485,7 +496,6 @@ def inprocess_rate(archive: Archive, batch: np.ndarray, threads: int, min_second
                 return _time_runs(run, len(batch), min_seconds, min_runs)
             finally:
                 torch.set_num_threads(before)
-        from .export import ort_session
 
         session = ort_session(model_file, threads)
         return _time_runs(lambda: session.run(None, {"image": batch}), len(batch), min_seconds, min_runs)
@@ -688,7 +698,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -726,10 +737,6 @@ def command_line(args) -> str:
 
 
 def cmd_bench(args) -> int:
-    from .card import hardware
-    from .data import list_samples, resolve_root, subset_per_class
-    from .evaluate import fmt_acc
-    from .export import image_batch, pick_images
 
     if args.concurrency < 1:
         raise WoofError("--concurrency must be at least 1")

@@ -8,7 +8,6 @@ and renamed into place, so model_store never holds half a .mar.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -16,13 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
-from .card import CARD_FILE, WEIGHTS_FILE, file_sha256, read_card, validate_card
-from .errors import WoofError
-from .export import CALIBRATION_IMAGES, FORMATS, PARITY_IMAGES, SERIALIZED_FILE, evaluate_export, export
+from training.checkpoint import hardware
+from training.data import data_description, resolve_root
+from training.export import CALIBRATION_IMAGES, FORMATS, PARITY_IMAGES, SERIALIZED_FILE, evaluate_export, export
+from woof import preprocess
+from woof.card import CARD_FILE, WEIGHTS_FILE, archive_card, file_sha256, read_card, validate_card
+from woof.errors import WoofError
+from woof.files import atomic_path, atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_STORE = REPO / "model_store"
@@ -45,19 +47,16 @@ of the card):
   torch-model-archiver --model-name lite0-onnx --version 1.0.0 \\
       --serialized-file build/lite0-onnx/model.onnx \\
       --handler handlers/woof_handler.py \\
-      --extra-files build/lite0-onnx/card.json,training/preprocess.py \\
+      --extra-files build/lite0-onnx/card.json,woof/preprocess.py \\
       --export-path model_store --force
 (--serialized-file model.pt for TorchScript, model.int8.onnx for INT8.)"""
 
 
 def handler_file() -> Path:
-    import handlers
-
-    return Path(handlers.__file__).resolve().parent / "woof_handler.py"
+    return Path(__file__).resolve().with_name("woof_handler.py")
 
 
 def preprocess_file() -> Path:
-    from . import preprocess
 
     return Path(preprocess.__file__).resolve()
 
@@ -80,14 +79,6 @@ def source_of(name: str) -> tuple[Path, str]:
     checkpoint, fmt = ARCHIVES[name]
     return CHECKPOINTS / checkpoint, fmt
 
-
-def archive_card(path: Path) -> dict[str, Any] | None:
-    """The card inside a .mar, or None if the file is missing or unreadable."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            return json.loads(z.read(CARD_FILE))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
 
 
 def source_hashes(model_dir: Path) -> dict[str, str]:
@@ -144,7 +135,7 @@ def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | P
             "source": {"model_dir": _display(model_dir), **source_hashes(model_dir)},
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (work / CARD_FILE).write_text(json.dumps(validate_card(card), indent=2) + "\n")
+        atomic_write_json(work / CARD_FILE, validate_card(card))
         cmd = [command, "--model-name", name, "--version", str(card["version"]),
                "--serialized-file", str(serialized), "--handler", str(handler_file()),
                "--extra-files", f"{work / CARD_FILE},{preprocess_file()}",
@@ -156,7 +147,8 @@ def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | P
             detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
             raise WoofError(f"torch-model-archiver failed for {name}: {' / '.join(detail) or 'no output'}")
         target = store / f"{name}.mar"
-        built.replace(target)
+        with atomic_path(target) as tmp:  # a server reading model_store never sees half an archive
+            os.replace(built, tmp)
         log(f"built {target} ({target.stat().st_size / 1e6:.1f} MB, {fmt}, version {card['version']}, "
             f"{time.perf_counter() - start:.0f} s)")
         return target
@@ -166,7 +158,6 @@ def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | P
 
 def int8_metrics(serialized: Path, fmt: str, card: dict[str, Any], roots: list[Path], name: str, log) -> dict:
     """The INT8 file's own accuracy on each copy of val (primary first), beside its fp32 model's figures."""
-    from .data import data_description
 
     fp32 = card.get("metrics") or {}
     fp32_sets = {fp32.get("val_set", "imagewoof2-160"): fp32, **fp32.get("other_val_sets", {})}
@@ -180,7 +171,6 @@ def int8_metrics(serialized: Path, fmt: str, card: dict[str, Any], roots: list[P
         log(f"{name} on {val_set}: top-1 {measured['val']['top1']:.2%} full val{shown}, "
             f"{measured['val_imagenet_val_subset']['top1']:.2%} ImageNet-val subset")
         per_set.append({**measured, "val_set": val_set, "fp32_source": source})
-    from .card import hardware
 
     first, *others = per_set
     out = {**first, "measured_on": f"this INT8 file ({SERIALIZED_FILE[fmt]}) on {hardware()}"}
@@ -240,7 +230,6 @@ def add_archive(sub) -> None:
 
 
 def cmd_archive(args) -> int:
-    from .data import resolve_root
 
     store = Path(args.store) if args.store else MODEL_STORE
     sizes = {"parity_images": args.parity_images, "calibration_images": args.calibration_images,

@@ -14,7 +14,6 @@ the temp folder, exactly as `torchserve --stop` does). Logs go to logs/ (LOG_LOC
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -28,7 +27,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .errors import WoofError
+from handlers.archive import ARCHIVES, build_archive, is_current, source_of
+from training.data import resolve_root
+from woof import processes
+from woof.errors import WoofError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config.properties"
@@ -160,8 +162,7 @@ def archives_to_load(props: dict[str, str]) -> list[str]:
 
 def ensure_archives(props: dict[str, str], root: Path, data: str | None, log=print) -> list[Path]:
     """Build the load_models archives that are missing, or stale next to a retrained model."""
-    from .archive import ARCHIVES, build_archive, is_current, source_of
-    from .data import resolve_root
+
 
     store = root / props.get("model_store", "model_store")
     built = []
@@ -203,14 +204,9 @@ def start_torchserve(config: str | Path = CONFIG, cwd: str | Path = REPO, env: d
     cmd = [torchserve_command(), "--start", "--ts-config", str(config), "--ncs", *(extra_args or [])]
     if foreground:
         cmd.append("--foreground")
-    # In the background the Java server inherits the launcher's output: give it a file, not our
-    # stdout/stderr (a pipe reading `woof serve` output would otherwise never see EOF).
-    output = None if foreground else open(Path(env["LOG_LOCATION"]) / "launcher.log", "ab")
-    try:
-        process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=output, stderr=output and subprocess.STDOUT)
-    finally:
-        if output:
-            output.close()
+    # In the background the Java server inherits the launcher's output: give it a file, not our stdout/stderr.
+    launcher_log = None if foreground else Path(env["LOG_LOCATION"]) / "launcher.log"
+    process = processes.start(cmd, launcher_log, cwd=cwd, env=env, own_session=False)
     deadline, status = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         time.sleep(0.5)
@@ -266,13 +262,8 @@ def stop_torchserve(env: dict[str, str] | None = None, timeout: float = 60.0, cw
         return False
     subprocess.run([torchserve_command(), "--stop", "--foreground"], env=env, cwd=cwd, capture_output=True,
                    text=True, timeout=timeout + 10)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return True
-        time.sleep(0.2)
+    if processes.wait_gone(pid, timeout, interval=0.2):
+        return True
     raise WoofError(f"TorchServe (pid {pid}) did not stop within {timeout:.0f} s")
 
 
@@ -313,9 +304,8 @@ def start_gateway(env: dict[str, str] | None = None, bind: str = GATEWAY_BIND, w
     if _http_ok(f"{url}/healthz"):
         raise WoofError(f"something already answers at {url} (a gateway started earlier? woof serve --stop)")
     access = Path(log_dir) / "gateway_access.log" if access_log else None
-    with open(Path(log_dir) / "gateway.log", "ab") as out:
-        process = subprocess.Popen(gateway_command(bind, workers, threads, pid, access), cwd=REPO, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    process = processes.start(gateway_command(bind, workers, threads, pid, access), Path(log_dir) / "gateway.log",
+                              cwd=REPO, env=env)
     deadline = time.monotonic() + timeout
     while not _http_ok(f"{url}/healthz"):
         if process.poll() is not None:
@@ -341,27 +331,7 @@ def _http_ok(url: str) -> bool:
 
 def stop_gateway(process: subprocess.Popen | int, timeout: float = 30.0) -> bool:
     """SIGTERM (gunicorn finishes the requests in flight), then SIGKILL after `timeout`. False if not running."""
-    pid = process if isinstance(process, int) else process.pid
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except OSError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if isinstance(process, subprocess.Popen):
-            if process.poll() is not None:
-                return True
-        else:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                return True
-        time.sleep(0.1)
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)  # its own session: the workers go too
-    if isinstance(process, subprocess.Popen):
-        process.wait(10)
-    return True
+    return processes.stop(process, timeout)
 
 
 def _gateway_pid(path: Path = GATEWAY_PID) -> int | None:
