@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from handlers.archive import ARCHIVES, build_archive, is_current, source_of
+from handlers import archive
 from training.data import resolve_root
 from woof import processes
 from woof.errors import WoofError
@@ -169,18 +169,18 @@ def ensure_archives(props: dict[str, str], root: Path, data: str | None, log=pri
     for mar in archives_to_load(props):
         name = mar[:-4] if mar.endswith(".mar") else mar
         path = store / f"{name}.mar"
-        if name not in ARCHIVES:
+        if name not in archive.ARCHIVES:
             if not path.is_file():
                 raise WoofError(f"load_models names {mar}, which is not in {store} and not a woof archive name")
             continue
-        model_dir, fmt = source_of(name)
+        model_dir, fmt = archive.source_of(name)
         trained = (model_dir / "card.json").is_file()
-        if path.is_file() and (not trained or is_current(path, model_dir, fmt)):
+        if path.is_file() and (not trained or archive.is_current(path, model_dir, fmt)):
             continue
         if not trained:
             raise WoofError(f"{path} is missing and there is no trained model at {model_dir} to build it from")
         log(f"{'updating' if path.is_file() else 'building'} {path.name} from {model_dir}")
-        built.append(build_archive(model_dir, name, fmt, resolve_root(data), store, log=log))
+        built.append(archive.build_archive(model_dir, name, fmt, resolve_root(data), store, log=log))
     return built
 
 

@@ -377,7 +377,7 @@ def test_a_wheel_of_woof_carries_the_web_page(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, source / name)
-    for package in ("training", "handlers", "gateway", "bot"):
+    for package in ("woof", "training", "handlers", "gateway", "bot", "scripts"):
         shutil.copytree(ROOT / package, source / package,
                         ignore=shutil.ignore_patterns("__pycache__", "checkpoints", "examples"))
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
