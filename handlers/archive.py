@@ -57,7 +57,6 @@ def handler_file() -> Path:
 
 
 def preprocess_file() -> Path:
-
     return Path(preprocess.__file__).resolve()
 
 
@@ -230,7 +229,6 @@ def add_archive(sub) -> None:
 
 
 def cmd_archive(args) -> int:
-
     store = Path(args.store) if args.store else MODEL_STORE
     sizes = {"parity_images": args.parity_images, "calibration_images": args.calibration_images,
              "also": tuple(args.also)}

@@ -226,7 +226,6 @@ class Server:
         return self.env is not None
 
     def __enter__(self) -> Server:
-
         if self.url:
             if not self.mgmt:
                 raise WoofError("--url needs --mgmt-url too (the management API registers the archives)")
@@ -237,7 +236,6 @@ class Server:
         return self
 
     def _start(self) -> None:
-
         torchserve_command()
         check_java()
         self.base = Path(tempfile.mkdtemp(prefix="woof-bench-"))
@@ -303,7 +301,6 @@ class Server:
             self._stop(keep_logs=exc[0] is not None)
 
     def _stop(self, keep_logs: bool) -> None:
-
         try:
             stop_torchserve(self.env, cwd=self.base)
         finally:
@@ -366,7 +363,6 @@ def accuracy_pass(client_url: str, archive: Archive, samples, concurrency: int, 
 
 
 def accuracy_figures(samples, rows: list[dict]) -> dict[str, Any]:
-
     hit = np.array([r["predicted"] == s.wnid for s, r in zip(samples, rows)], dtype=bool)
     mask = np.array([s.from_imagenet_val for s in samples], dtype=bool)
     return {"val": accuracy_entry(int(hit.sum()), len(hit)),
@@ -737,7 +733,6 @@ def command_line(args) -> str:
 
 
 def cmd_bench(args) -> int:
-
     if args.concurrency < 1:
         raise WoofError("--concurrency must be at least 1")
     if (args.duration is not None and args.duration <= 0) or (args.requests is not None and args.requests < 1):

@@ -163,7 +163,6 @@ def archives_to_load(props: dict[str, str]) -> list[str]:
 def ensure_archives(props: dict[str, str], root: Path, data: str | None, log=print) -> list[Path]:
     """Build the load_models archives that are missing, or stale next to a retrained model."""
 
-
     store = root / props.get("model_store", "model_store")
     built = []
     for mar in archives_to_load(props):

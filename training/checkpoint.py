@@ -48,7 +48,6 @@ def load_model(directory: str | os.PathLike):
 
     from .models import create_model  # here, not at the top: reading a card or the hardware line needs no torch
 
-
     directory = Path(directory)
     card = read_card(directory)
     weights = directory / WEIGHTS_FILE

@@ -78,7 +78,6 @@ def add_train(sub) -> None:
 def cmd_train(args) -> int:
     from .train import train
 
-
     overrides = {key: getattr(args, key) for key, _ in recipe_flags(TrainConfig).values()
                  if getattr(args, key) is not None}
     config = TrainConfig.load(args.config, overrides) if args.config else TrainConfig.from_dict(overrides, "flags")
@@ -120,8 +119,6 @@ def cmd_eval(args) -> int:
     from .evaluate import card_metrics, evaluate_val, summary_lines, write_report
     from .models import create_model, default_preprocessing
     from .predict import default_model_dir
-
-
 
     roots = [resolve_root(args.data), *(Path(p).expanduser() for p in args.also)]
     run = dict(batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
@@ -169,7 +166,6 @@ def add_predict(sub) -> None:
 def cmd_predict(args) -> int:
     from .predict import Predictor, format_result
 
-
     if not 1 <= args.top_k <= 10:
         raise WoofError("--top-k must be between 1 and 10")
     predictor = Predictor(args.model_dir)
@@ -181,7 +177,6 @@ def cmd_predict(args) -> int:
 
 # ---------------------------------------------------------------- export
 def add_export(sub) -> None:
-
     p = sub.add_parser("export", help="export a model to TorchScript / ONNX / INT8 ONNX and check parity",
                        description="Write model.pt, model.onnx and/or model.int8.onnx (inputs `image`, outputs "
                                    "`breed_logits`, `imagenet_logits`, dynamic batch) and parity.json with the "
@@ -198,7 +193,6 @@ def add_export(sub) -> None:
 
 
 def cmd_export(args) -> int:
-
     return export_cli(args.model_dir, args.out, args.data, args.formats or list(FORMATS), args.parity_images,
                       args.calibration_images)
 
@@ -218,7 +212,6 @@ def add_wise(sub) -> None:
 
 def cmd_wise(args) -> int:
     from .wise import make_wise_model
-
 
     out = Path(args.out or args.model_dir)
     card = make_wise_model(Path(args.model_dir), args.alpha, out, args.version)
@@ -241,7 +234,6 @@ def add_promote(sub) -> None:
 
 def cmd_promote(args) -> int:
     import shutil
-
 
     run, target = Path(args.run), Path(args.to)
     card = cards.read_card(run)
@@ -282,8 +274,6 @@ def add_calibrate(sub) -> None:
 
 def cmd_calibrate(args) -> int:
     from .openset import calibrate
-
-
 
     if not 0.5 <= args.target < 1:
         raise WoofError("--target must be in [0.5, 1)")

@@ -143,7 +143,6 @@ class ImageDataset:
         return len(self.samples)
 
     def __getitem__(self, index: int):
-
         sample = self.samples[index]
         return self.transform(load_image(sample.path)), sample.label
 

@@ -61,7 +61,6 @@ def predict_logits(model, samples, spec, batch_size: int = 64, workers: int = 2,
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-
     device = device or torch.device("cpu")
     loader = DataLoader(ImageDataset(samples, eval_transform(spec)), batch_size=batch_size,
                         num_workers=workers)
@@ -135,7 +134,6 @@ def plot_gallery(samples, logits: np.ndarray, labels: np.ndarray, path: Path, li
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
 
     probs = softmax(logits)
     pred = probs.argmax(1)

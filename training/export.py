@@ -208,7 +208,6 @@ def evaluate_export(path: Path, fmt: str, data_root: str | Path, spec: dict[str,
     """Top-1 of an exported file on the full val set and its ImageNet-val subset (card `metrics` shape)."""
     from tqdm import tqdm
 
-
     samples = list_samples(Path(data_root), "val")
     if limit_per_class:
         samples = subset_per_class(samples, limit_per_class)
@@ -267,7 +266,6 @@ def export(model_dir: str | Path, out_dir: str | Path, data_root: str | Path, fo
     import onnxruntime
     import torch
 
-
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise WoofError(f"unknown export format {', '.join(unknown)}; use {', '.join(FORMATS)}")
@@ -317,7 +315,6 @@ def export(model_dir: str | Path, out_dir: str | Path, data_root: str | Path, fo
 def export_cli(model_dir: str, out: str, data: str | None, formats: list[str], parity_images: int,
                calibration_images: int) -> int:
     """`woof export`: write the files and a parity.json beside them."""
-
 
     out_dir = Path(out)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent if out_dir.parent.exists() else None))

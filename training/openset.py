@@ -27,7 +27,6 @@ NON_DOG_PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "camera", "coins",
 
 
 def dog_probability(imagenet_logits: np.ndarray) -> np.ndarray:
-
     lo, hi = DOG_CLASSES
     return softmax(imagenet_logits.astype(np.float64))[:, lo: hi + 1].sum(1)
 
@@ -52,7 +51,6 @@ def imagenet_logits_for(model, sources, spec, batch_size: int = 64) -> np.ndarra
     """ImageNet logits for samples (paths) or PIL images, through the shared preprocessing."""
     import torch
 
-
     outs = []
     with torch.inference_mode():
         for i in range(0, len(sources), batch_size):
@@ -65,8 +63,6 @@ def calibrate(model_dir: Path, data_root: Path, target_acceptance: float = 0.975
               seed: int = 0, progress: bool = True, limit_per_class: int | None = None) -> dict[str, Any]:
     """Pick the threshold on the train hold-out; measure val acceptance and non-dog rejection."""
     from tqdm import tqdm
-
-
 
     model, card = load_model(model_dir)
     spec = card["preprocessing"]

@@ -23,7 +23,6 @@ class Predictor:
     """A loaded model plus its card; `predict(files)` gives one result object per file."""
 
     def __init__(self, model_dir: str | os.PathLike | None = None):
-
         self.model, self.card = load_model(model_dir or default_model_dir())
         self.spec = self.card["preprocessing"]
 

@@ -383,7 +383,6 @@ def _load_teacher(config: TrainConfig, spec: dict[str, Any], device, memory_form
 def _load_one_teacher(folder: Path, config: TrainConfig, spec: dict[str, Any], device, memory_format) -> _Teacher:
     import torch
 
-
     if folder.name.startswith(ZERO_SHOT_TEACHER):  # keeps what ImageNet pretraining knows (see README)
 
         arch = folder.name[len(ZERO_SHOT_TEACHER):]

@@ -42,7 +42,6 @@ class MixedCopies:
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-
         if random.random() < self.p:
             sample = self.other[index]
             return self.dataset.transform(load_image(sample.path)), sample.label
@@ -64,7 +63,6 @@ class PairedCopies:
     def __getitem__(self, index: int):
         from torchvision import transforms as T
         from torchvision.transforms import functional as F
-
 
         sharp = load_image(self.samples[index].path)
         small = load_image(self.small[index].path) if random.random() < self.p else None
@@ -96,7 +94,6 @@ def train_transform(config, spec: dict[str, Any]):
 def eval_transform(spec: dict[str, Any]):
     """The shared numpy/Pillow preprocessing, as a tensor transform."""
     import torch
-
 
     return lambda img: torch.from_numpy(preprocess(img, spec))
 

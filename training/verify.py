@@ -53,7 +53,6 @@ def inspect_image(path: str, decode: bool = True) -> ImageInfo:
     """Mode and size from the header; with decode, also fully decode it the way training does."""
     from PIL import Image
 
-
     try:
         with Image.open(path) as img:
             mode, (width, height) = img.mode, img.size
