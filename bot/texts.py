@@ -71,9 +71,16 @@ def prediction(result: dict, note: str = "") -> str:
     lines = []
     if not top:
         lines.append("I couldn't get guesses for this photo.")
-    elif result.get("is_known_breed") is False:
-        lines.append("🤔 This is probably <b>not one of the 10 breeds I know</b> (or not a dog at all). "
-                     "My closest guesses:")
+    elif result.get("answer") == "not_dog" or (result.get("answer") is None and result.get("is_known_breed") is False):
+        lines.append("🤔 This is probably <b>not a dog</b>, so not one of the 10 breeds I know. If it is a dog, "
+                     "my closest guesses:")
+    elif result.get("answer") == "other_dog":
+        other = result.get("other_breed")
+        if other:
+            lines.append(f"🐶 This looks like {a_breed(other['name'])} — <b>not one of the 10 breeds I know</b>. "
+                         "The closest of my 10:")
+        else:
+            lines.append("🐶 A dog, but probably <b>not one of the 10 breeds I know</b>. The closest of my 10:")
     elif top[0]["probability"] < 0.3:
         lines.append(f"🐕 Hard to say, but it might be {a_breed(top[0]['breed'])}.")
     else:

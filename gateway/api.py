@@ -108,6 +108,7 @@ def predict():
     if response.status_code == 200 and isinstance(result, dict) and "top_k" in result:
         return jsonify({
             "model": model, "model_version": result.get("model_version"), "top_k": result["top_k"][:k],
+            "answer": result.get("answer"), "other_breed": result.get("other_breed"),
             "is_known_breed": result.get("is_known_breed"), "dog_probability": result.get("dog_probability"),
             "latency_ms": round((time.perf_counter() - start) * 1000, 2), "route": route,
             "request_id": g.request_id})

@@ -10,13 +10,23 @@ NULLABLE_NUM = {"type": "number", "nullable": True}
 BREED = {"type": "object", "required": ["breed", "wnid", "probability"], "properties": {
     "breed": {"type": "string"}, "wnid": {"type": "string", "pattern": "^n[0-9]{8}$"},
     "probability": {"type": "number", "minimum": 0, "maximum": 1}}}
-PREDICTION = {"type": "object", "required": ["model", "model_version", "top_k", "is_known_breed", "latency_ms",
-                                             "route", "request_id"], "properties": {
+OTHER_BREED = {"type": "object", "nullable": True, "required": ["name", "imagenet_class", "probability"],
+               "description": "answer other_dog only: the likeliest dog class of ImageNet's that is not one of the "
+                              "10, when the ImageNet head gives it at least the card's name_threshold",
+               "properties": {"name": {"type": "string"},
+                              "imagenet_class": {"type": "integer", "minimum": 151, "maximum": 280},
+                              "probability": {"type": "number", "minimum": 0, "maximum": 1}}}
+PREDICTION = {"type": "object", "required": ["model", "model_version", "top_k", "answer", "other_breed",
+                                             "is_known_breed", "latency_ms", "route", "request_id"], "properties": {
     "model": {"type": "string", "description": "the archive that answered (chosen by ?model=, the A/B split "
                                                "or the default)"},
     "model_version": {"type": "string"},
     "top_k": {"type": "array", "items": {"$ref": "#/components/schemas/Breed"}, "minItems": 1, "maxItems": 10},
-    "is_known_breed": {"type": "boolean"},
+    "answer": {"type": "string", "enum": ["breed", "other_dog", "not_dog"],
+               "description": "breed: one of the 10 (top_k names it); other_dog: a dog of another breed; "
+                              "not_dog: probably no dog in the photo"},
+    "other_breed": OTHER_BREED,
+    "is_known_breed": {"type": "boolean", "description": "exactly answer == breed"},
     "dog_probability": {"type": "number", "minimum": 0, "maximum": 1},
     "latency_ms": {"type": "number", "minimum": 0},
     "route": {"type": "string", "enum": ["requested", "default", "split-a", "split-b"]},

@@ -21,8 +21,8 @@ from typing import Any
 from training.checkpoint import hardware
 from training.data import data_description, resolve_root
 from training.export import CALIBRATION_IMAGES, FORMATS, PARITY_IMAGES, SERIALIZED_FILE, evaluate_export, export
-from woof import preprocess
-from woof.card import CARD_FILE, WEIGHTS_FILE, archive_card, file_sha256, read_card, validate_card
+from woof import openset, preprocess
+from woof.card import CARD_FILE, WEIGHTS_FILE, archive_card, file_sha256, open_set_rule, read_card, validate_card
 from woof.errors import WoofError
 from woof.files import atomic_path, atomic_write_json
 
@@ -42,12 +42,12 @@ SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 RAW_COMMAND = """\
-The same archive by hand (after exporting the model file and adding the archive section to a copy
-of the card):
+The same archive by hand (after exporting the model file and adding the archive section and that
+format's open_set to a copy of the card):
   torch-model-archiver --model-name lite0-onnx --version 1.0.0 \\
       --serialized-file build/lite0-onnx/model.onnx \\
       --handler handlers/woof_handler.py \\
-      --extra-files build/lite0-onnx/card.json,woof/preprocess.py \\
+      --extra-files build/lite0-onnx/card.json,woof/preprocess.py,woof/openset.py \\
       --export-path model_store --force
 (--serialized-file model.pt for TorchScript, model.int8.onnx for INT8.)"""
 
@@ -56,8 +56,9 @@ def handler_file() -> Path:
     return Path(__file__).resolve().with_name("woof_handler.py")
 
 
-def preprocess_file() -> Path:
-    return Path(preprocess.__file__).resolve()
+def shared_files() -> list[Path]:
+    """The shared modules the handler imports, shipped beside it: the one preprocessing and the open-set rule."""
+    return [Path(preprocess.__file__).resolve(), Path(openset.__file__).resolve()]
 
 
 def archiver() -> str:
@@ -119,6 +120,8 @@ def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | P
     weights = model_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise WoofError(f"no weights at {weights}")
+    # no silent default threshold: an archive answers breed / other_dog / not_dog with its own calibration
+    open_set = open_set_rule(card, fmt, str(model_dir / CARD_FILE))
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=store))
@@ -126,6 +129,12 @@ def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | P
         start = time.perf_counter()
         info = export(model_dir, work, data_root, [fmt], parity_images, calibration_images, log=log)[fmt]
         serialized = info.pop("file")
+        calibrated = open_set.get("int8_sha256")
+        if calibrated and file_sha256(serialized) != calibrated:
+            raise WoofError(f"the INT8 file built now differs from the one {model_dir / CARD_FILE} was calibrated "
+                            "with (quantisation reads its calibration photos from --data): build with the --data "
+                            f"copy woof calibrate used, or run woof calibrate {model_dir} --format onnx-int8 again")
+        card["open_set"] = open_set
         if fmt == "onnx-int8" and evaluate_int8:
             # Quantisation changes the predictions: the card must carry this file's own accuracy.
             card["metrics"] = int8_metrics(serialized, fmt, card, [Path(data_root), *map(Path, also)], name, log)
@@ -137,7 +146,7 @@ def build_archive(model_dir: str | Path, name: str, fmt: str, data_root: str | P
         atomic_write_json(work / CARD_FILE, validate_card(card))
         cmd = [command, "--model-name", name, "--version", str(card["version"]),
                "--serialized-file", str(serialized), "--handler", str(handler_file()),
-               "--extra-files", f"{work / CARD_FILE},{preprocess_file()}",
+               "--extra-files", ",".join(map(str, [work / CARD_FILE, *shared_files()])),
                "--export-path", str(work), "--archive-format", "default", "--force"]
         # the archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps parallel builds apart
         result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TMPDIR": str(work)})

@@ -1,12 +1,14 @@
 """TorchServe handler for every woof archive (TorchScript `.pt`, ONNX `.onnx`, INT8 ONNX).
 
-The archive ships `card.json` (classes, preprocessing, open-set rule) and the shared `preprocess.py`
-as extra files. BaseHandler loads the serialized file: `.pt` -> torch.jit module, `.onnx` ->
-onnxruntime InferenceSession. Either returns (breed_logits, imagenet_logits) for an N x 3 x S x S batch.
+The archive ships `card.json` (classes, preprocessing, this format's open-set calibration) and the shared
+`preprocess.py` and `openset.py` as extra files. BaseHandler loads the serialized file: `.pt` -> torch.jit
+module, `.onnx` -> onnxruntime InferenceSession. Either returns (breed_logits, imagenet_logits) for an
+N x 3 x S x S batch.
 
 Request: the raw image bytes as the body (or a multipart field `data`; a base64 string is accepted too).
 Response per image: {"model", "model_version", "top_k": all 10 breeds by probability,
-"is_known_breed", "dog_probability"}. A bad image gets HTTP 422 and
+"answer": "breed" | "other_dog" | "not_dog", "other_breed": {"name", "imagenet_class", "probability"} | null,
+"is_known_breed" (answer == "breed"), "dog_probability"}. A bad image gets HTTP 422 and
 {"error": {"code": "invalid_image", "message": ...}} without failing the rest of its batch.
 """
 
@@ -19,14 +21,14 @@ import os
 import numpy as np
 from ts.torch_handler.base_handler import BaseHandler
 
-try:  # inside the archive: the sibling file shipped with --extra-files
+try:  # inside the archive: the sibling files shipped with --extra-files
+    from openset import answers, check_rule
     from preprocess import ImageError, preprocess, softmax, top_k
-except ImportError:  # tests and the repository: the same module in its package
+except ImportError:  # tests and the repository: the same modules in their package
+    from woof.openset import answers, check_rule
     from woof.preprocess import ImageError, preprocess, softmax, top_k
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_OPEN_SET = {"rule": "imagenet_dog_probability", "imagenet_classes": [151, 280], "threshold": 0.5}
 
 
 class WoofHandler(BaseHandler):
@@ -35,7 +37,8 @@ class WoofHandler(BaseHandler):
         with open(os.path.join(model_dir, "card.json")) as f:
             self.card = json.load(f)
         self.spec = self.card["preprocessing"]
-        self.open_set = {**DEFAULT_OPEN_SET, **(self.card.get("open_set") or {})}
+        # the archive's own calibration (woof archive refuses to build one without): no silent default
+        self.open_set = check_rule(self.card.get("open_set"), f"{self.card['name']} card.json open_set")
         # One intra-op thread per worker by default: with one worker per model, two loaded models
         # never fight over a 2-core machine (torch with 2 OpenMP threads next to another busy process
         # on 2 cores ran ~100x slower here).
@@ -108,19 +111,17 @@ class WoofHandler(BaseHandler):
 
     def postprocess(self, state):
         out = [None] * state["size"]
-        lo, hi = self.open_set["imagenet_classes"]
         for i, message in state["errors"].items():
             out[i] = {"error": {"code": "invalid_image", "message": message}}
             if self.context is not None:
                 self.context.set_response_status(422, "Unprocessable Entity", i)
         if state["good"]:
             probabilities = softmax(state["breed"].astype(np.float64))
-            dog = softmax(state["imagenet"].astype(np.float64))[:, lo:hi + 1].sum(axis=1)
+            open_set = answers(state["imagenet"], self.open_set)
             for j, i in enumerate(state["good"]):
                 out[i] = {"model": self.card["name"], "model_version": self.card["version"],
                           "top_k": top_k(probabilities[j], self.card["classes"], k=len(self.card["classes"])),
-                          "is_known_breed": bool(dog[j] >= self.open_set["threshold"]),
-                          "dog_probability": round(float(dog[j]), 4)}
+                          **open_set[j]}
         if self.context is not None:
             for i in range(state["size"]):
                 self.context.set_response_content_type(i, "application/json")

@@ -375,7 +375,21 @@ def test_a_cat_is_not_one_of_the_breeds(online, gateway, lite0):
     reply = api.wait_reply(m, 60)
     assert NOT_A_BREED in reply and "not a dog" in reply
     assert len(guesses(reply)) == 3  # still the closest guesses
-    assert ask_gateway(gateway.url, cat, lite0)["is_known_breed"] is False
+    assert ask_gateway(gateway.url, cat, lite0)["answer"] == "not_dog"
+
+
+PUG = ROOT.parent / "shared" / "data" / "openset" / "otherdogs" / "pug" / "GilbertoBotas__Perdonque-Dog-Images__pug.jpg"
+
+
+def test_a_dog_of_another_breed_is_named_and_not_called_one_of_the_ten(online, gateway, lite0):
+    api, _ = online
+    use_model(api, 204, lite0)
+    (m,) = api.push(api.photo(204, PUG.read_bytes(), width=320, height=320))
+    reply = api.wait_reply(m, 60)
+    assert "looks like a <b>pug</b>" in reply and NOT_A_BREED in reply and headline_breed(reply) is None
+    assert len(guesses(reply)) == 3  # the closest of the 10 are still shown
+    answer = ask_gateway(gateway.url, PUG.read_bytes(), lite0)
+    assert answer["answer"] == "other_dog" and answer["other_breed"]["name"] == "pug"
 
 
 def test_image_documents_are_treated_like_photos_and_large_ones_downscaled(online, gateway, lite0, photos):

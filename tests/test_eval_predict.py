@@ -13,7 +13,7 @@ from training.evaluate import wilson_interval
 from woof.breeds import BREEDS, WNIDS
 from woof.cli import main
 
-from .conftest import val_images
+from .conftest import ROOT, val_images
 
 
 def test_eval_report_numbers_agree_with_its_predictions(tiny_model_dir, data_root, tmp_path, capsys):
@@ -115,7 +115,11 @@ def test_unknown_model_on_the_command_line(capsys, data_root, tmp_path):
     assert code == 2 and "unknown model 'resnet_9000'" in capsys.readouterr().err
 
 
-def test_predict_says_when_a_photo_is_not_one_of_the_breeds(tiny_model_dir, data_root, tmp_path, capsys):
+OPENSET = ROOT.parent / "shared" / "data" / "openset"
+
+
+def test_predict_gives_the_three_open_set_answers(tiny_model_dir, data_root, tmp_path, capsys):
+    """A cat is not a dog, a pug is a dog of another breed (named), a Samoyed is one of the 10; top_k stays."""
     import skimage.data
     from PIL import Image
 
@@ -124,14 +128,37 @@ def test_predict_says_when_a_photo_is_not_one_of_the_breeds(tiny_model_dir, data
     model_dir = tmp_path / "with-open-set"
     shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last.pt"))
     card = read_card(model_dir)
-    card["open_set"] = {"rule": "imagenet_dog_probability", "imagenet_classes": [151, 280], "threshold": 0.2}
+    card["open_set"]["formats"]["fp32"].update(dog_threshold=0.2, share_threshold=0.3)
     write_card(model_dir, card)
     cat = tmp_path / "chelsea.png"
     Image.fromarray(skimage.data.chelsea()).save(cat)
-    dog = str(val_images(data_root, 1)[-1][0])  # a dingo
-    assert main(["predict", str(cat), dog, "--model-dir", str(model_dir), "--json"]) == 0
-    cat_result, dog_result = (json.loads(line) for line in capsys.readouterr().out.splitlines())
-    assert cat_result["is_known_breed"] is False and cat_result["dog_probability"] < 0.2
-    assert dog_result["is_known_breed"] is True and len(cat_result["top_k"]) == 3
-    main(["predict", str(cat), "--model-dir", str(model_dir)])
-    assert "probably not one of the 10 breeds" in capsys.readouterr().out
+    pug = OPENSET / "otherdogs" / "pug" / "AlexanderYuryshev__dog-selector-tss__public_images_pug.jpg"
+    samoyed = str(val_images(data_root, 1)[8][0])
+    assert main(["predict", str(cat), str(pug), samoyed, "--model-dir", str(model_dir), "--json"]) == 0
+    cat_r, pug_r, samoyed_r = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert cat_r["answer"] == "not_dog" and cat_r["other_breed"] is None and cat_r["is_known_breed"] is False
+    assert cat_r["dog_probability"] < 0.2 and len(cat_r["top_k"]) == 3  # the ranking is still given
+    assert pug_r["answer"] == "other_dog" and pug_r["is_known_breed"] is False
+    assert pug_r["other_breed"]["name"] == "pug" and pug_r["other_breed"]["imagenet_class"] == 254
+    assert samoyed_r["answer"] == "breed" and samoyed_r["is_known_breed"] is True and samoyed_r["other_breed"] is None
+    assert samoyed_r["top_k"][0]["breed"] == "Samoyed"
+    main(["predict", str(cat), str(pug), "--model-dir", str(model_dir)])
+    out = capsys.readouterr().out
+    assert "probably not a dog" in out and "looks like a pug" in out and "not one of the 10 breeds" in out
+
+
+def test_predict_refuses_a_broken_open_set_section(tiny_model_dir, data_root, tmp_path, capsys):
+    from woof.card import read_card, write_card
+
+    model_dir = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last.pt"))
+    dog = str(val_images(data_root, 1)[0][0])
+    card = read_card(model_dir)
+    card["open_set"]["formats"]["fp32"]["share_threshold"] = 1.5
+    write_card(model_dir, card)
+    assert main(["predict", dog, "--model-dir", str(model_dir)]) == 2
+    assert "share_threshold must be a number in [0, 1], not 1.5" in capsys.readouterr().err
+    del card["open_set"]["formats"]["fp32"]
+    write_card(model_dir, card)
+    assert main(["predict", dog, "--model-dir", str(model_dir)]) == 2
+    assert "no open-set calibration for fp32" in capsys.readouterr().err

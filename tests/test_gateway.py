@@ -69,6 +69,8 @@ def check_prediction(body: dict, model: str, k: int = 3) -> None:
     probabilities = [p["probability"] for p in body["top_k"]]
     assert probabilities == sorted(probabilities, reverse=True) and all(0 <= p <= 1 for p in probabilities)
     assert isinstance(body["is_known_breed"], bool) and body["latency_ms"] > 0
+    assert body["answer"] in ("breed", "other_dog", "not_dog") and body["is_known_breed"] is (body["answer"] == "breed")
+    assert body["other_breed"] is None or (body["answer"] == "other_dog" and body["other_breed"]["name"])
 
 
 def image_bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -50,11 +50,17 @@ def check_schema(result: dict, card: dict) -> None:
     assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
     assert all(p["breed"] for p in result["top_k"])
     assert 0.0 <= result["dog_probability"] <= 1.0
-    assert result["is_known_breed"] is (result["dog_probability"] >= 0.5)  # the default threshold
+    rule = card["open_set"]  # the archive's own calibration (fp32 here)
+    assert rule["calibrated_for"] == "fp32" and rule["rule"] == "imagenet_dog_share"
+    assert result["answer"] in ("breed", "other_dog", "not_dog")
+    assert result["is_known_breed"] is (result["answer"] == "breed")
+    assert (result["answer"] == "not_dog") is (result["dog_probability"] < rule["dog_threshold"])
+    if result["answer"] != "other_dog":
+        assert result["other_breed"] is None
 
 
 def reference(model, paths: list, spec: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Breed probabilities through `woof eval`'s code path, and the open-set dog probability."""
+    """Breed probabilities through `woof eval`'s code path, and the ImageNet logits (the open-set input)."""
     import torch
 
     from training.data import Sample
@@ -64,7 +70,7 @@ def reference(model, paths: list, spec: dict) -> tuple[np.ndarray, np.ndarray]:
     logits, _ = predict_logits(model, [Sample(p, 0) for p in paths], spec, workers=0, progress=False)
     with torch.inference_mode():
         _, imagenet = model.forward_both(torch.from_numpy(np.stack([preprocess(p, spec) for p in paths])))
-    return softmax(logits.astype(np.float64)), softmax(imagenet.numpy().astype(np.float64))[:, 151:281].sum(1)
+    return softmax(logits.astype(np.float64)), imagenet.numpy()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -142,6 +148,16 @@ def test_archive_errors_are_readable_and_leave_no_files(tiny_model_dir, data_roo
     code, err = archive(corrupt)
     assert code == 2 and "corrupt" in err
     assert not store.exists() or list(store.iterdir()) == []  # no half-written .mar, no temp folders
+    uncalibrated = tmp_path / "uncalibrated"
+    shutil.copytree(tiny_model_dir, uncalibrated, ignore=shutil.ignore_patterns("last.pt"))
+    card = json.loads((uncalibrated / "card.json").read_text())
+    code, err = archive(uncalibrated, "--format", "onnx-int8")  # calibrated for fp32 only
+    assert code == 2 and "no open-set calibration for onnx-int8" in err and "woof calibrate" in err
+    del card["open_set"]
+    (uncalibrated / "card.json").write_text(json.dumps(card))
+    code, err = archive(uncalibrated)
+    assert code == 2 and "no open-set calibration for fp32" in err
+    assert not store.exists() or list(store.iterdir()) == []
     assert main(["archive", "lite9"]) == 2 and "unknown archive 'lite9'" in capsys.readouterr().err
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -214,17 +230,21 @@ def test_each_archive_answers_real_photos(torchserve, tiny_model_dir, data_root)
 
 def test_torchserve_gives_the_eval_code_path_probabilities(torchserve, tiny_model_dir, data_root):
     from training.checkpoint import load_model
+    from woof.card import open_set_rule
+    from woof.openset import answers
 
     model, card = load_model(tiny_model_dir)
     paths = [p for p, _ in val_images(data_root)[3:7]]
-    probabilities, dog = reference(model, paths, card["preprocessing"])
+    probabilities, imagenet = reference(model, paths, card["preprocessing"])
+    expected = answers(imagenet, open_set_rule(card, "fp32"))
     for name in torchserve.models:
         for i, path in enumerate(paths):
             status, result = post(f"{torchserve.url}/predictions/{name}", path.read_bytes())
             assert status == 200, result
             served = {p["wnid"]: p["probability"] for p in result["top_k"]}
             np.testing.assert_allclose([served[w] for w in WNIDS], probabilities[i], atol=1e-4, err_msg=name)
-            assert result["dog_probability"] == pytest.approx(dog[i], abs=1e-4)
+            assert result["dog_probability"] == pytest.approx(expected[i]["dog_probability"], abs=1e-4)
+            assert result["answer"] == expected[i]["answer"] and result["other_breed"] == expected[i]["other_breed"]
 
 
 BAD_INPUTS = {
@@ -299,9 +319,21 @@ def test_a_bad_image_in_a_batch_fails_alone(tiny_archives, data_root, tmp_path, 
     context.status.clear()
     assert [r["error"]["code"] for r in handler.handle([{"body": b""}, {}], context)] == ["invalid_image"] * 2
     assert context.status == {0: 422, 1: 422}
-    # the card's open-set rule replaces the default threshold
-    card["open_set"] = {"rule": "imagenet_dog_probability", "imagenet_classes": [151, 280], "threshold": 1.01}
+    # the archive's calibration decides: nothing is a dog at dog_threshold 1
+    card["open_set"]["dog_threshold"] = 1.0
     (tmp_path / "card.json").write_text(json.dumps(card))
     handler.initialize(context)
-    assert handler.handle([{"body": jpegs[0]}], context)[0]["is_known_breed"] is False
+    answer = handler.handle([{"body": jpegs[0]}], context)[0]
+    assert answer["answer"] == "not_dog" and answer["is_known_breed"] is False and answer["other_breed"] is None
+    # a broken or missing calibration stops the worker with a one-line reason, never a silent default
+    from woof.openset import RuleError
+
+    card["open_set"]["dog_threshold"] = 1.01
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(RuleError, match=r"dog_threshold must be a number in \[0, 1\], not 1.01"):
+        handler.initialize(context)
+    del card["open_set"]
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(RuleError, match="expected an open-set rule 'imagenet_dog_share'"):
+        handler.initialize(context)
     assert handler.describe_handle()["archive"]["format"] in ("torchscript", "onnx")

@@ -126,7 +126,7 @@ def assert_shows(shown: dict, answer: dict) -> None:
     assert shown["percent"] == [f"{js_fixed1(e['probability'] * 100)} %" for e in answer["top_k"][:3]]
     assert [float(w.removesuffix("%")) for w in shown["bars"]] == [
         float(js_fixed1(e["probability"] * 100)) for e in answer["top_k"][:3]]
-    assert shown["unknown"] == (not answer["is_known_breed"])
+    assert shown["unknown"] == (not answer["is_known_breed"]) == (answer["answer"] != "breed")
     top = answer["top_k"][0]["breed"]
     article = "an" if top[0].lower() in "aeiou" else "a"
     assert shown["answer"] == (None if shown["unknown"] else f"Looks like {article} {top}")
@@ -223,11 +223,12 @@ def test_drag_and_drop_and_the_not_a_breed_message(browser, gateway, real_model,
         page.dispatch_event("#drop", "drop", {"dataTransfer": drop})
         shown = tab.result()
         answer = tab.answer()
-        assert answer["model"] == REAL_MODEL and answer["is_known_breed"] is False  # the open-set rule: a cat
+        assert answer["model"] == REAL_MODEL and answer["answer"] == "not_dog"  # the open-set rule: a cat
+        assert answer["is_known_breed"] is False and answer["other_breed"] is None
         assert_shows(shown, answer)
-        assert api_answer(gateway, cat, REAL_MODEL)["is_known_breed"] is False
+        assert api_answer(gateway, cat, REAL_MODEL)["answer"] == "not_dog"
         assert shown["unknown"] and shown["answer"] is None
-        assert "not look like one of the 10 breeds" in page.inner_text("#unknown")
+        assert "does not look like a dog" in page.inner_text("#unknown")
         page.screenshot(path=str(tmp_path / "web-not-a-breed-phone.png"), full_page=True)
         assert tab.errors == []
     finally:

@@ -261,32 +261,41 @@ def cmd_promote(args) -> int:
 
 
 def add_calibrate(sub) -> None:
-    p = sub.add_parser("calibrate", help="calibrate the open-set rule (is this one of the 10 breeds?)",
-                       description="Picks the threshold on the ImageNet head's dog probability (classes "
-                                   "151-280) on the train hold-out, then measures acceptance on val and "
-                                   "rejection of real non-dog photos; writes open_set into the card.")
+    p = sub.add_parser("calibrate", help="calibrate the open-set answer (one of the 10 / another dog / not a dog)",
+                       description="Chooses the open-set thresholds (dog probability and our breeds' share of it, "
+                                   "from the ImageNet head) per export format, on photos the model never trained "
+                                   "on: the train hold-out at every size given (--data, --also) must be accepted "
+                                   "at --target, and among such thresholds the ones that turn away the most "
+                                   "open-set calibration photos (dogs of other breeds, cats, scenes) win. Writes "
+                                   "open_set into the card; `woof archive` carries it into each archive.")
     p.add_argument("model_dir", help="trained model folder")
     _data_arg(p)
-    p.add_argument("--target", type=float, default=0.975, help="share of hold-out dog photos to accept")
+    p.add_argument("--also", metavar="PATH", action="append", default=[],
+                   help="the same photos at another size (e.g. the 160 px set beside the 320 px one; repeatable)")
+    p.add_argument("--openset", metavar="PATH",
+                   help="open-set photos with manifest.csv (default: $WOOF_OPENSET_ROOT, else ../shared/data/openset)")
+    p.add_argument("--format", dest="formats", action="append", choices=["fp32", "onnx-int8"],
+                   help="repeatable (default: both; fp32 serves PyTorch, TorchScript and ONNX)")
+    p.add_argument("--target", type=float, default=0.98, help="share of hold-out breed photos to accept at each size")
+    p.add_argument("--limit-per-class", type=int, help="N hold-out photos per class (smoke runs and tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_calibrate)
 
 
 def cmd_calibrate(args) -> int:
-    from .openset import calibrate
+    from .openset import CALIBRATED_FORMATS, calibrate, openset_root
 
     if not 0.5 <= args.target < 1:
         raise WoofError("--target must be in [0.5, 1)")
-    result = calibrate(Path(args.model_dir), resolve_root(args.data), args.target, progress=not args.quiet)
-    card = cards.read_card(args.model_dir)
+    model_dir = Path(args.model_dir)
+    result = calibrate(model_dir, resolve_root(args.data), [Path(p).expanduser() for p in args.also],
+                       openset_root(args.openset), args.formats or list(CALIBRATED_FORMATS), args.target,
+                       progress=not args.quiet, limit_per_class=args.limit_per_class)
+    card = cards.read_card(model_dir)
     card["open_set"] = result
-    cards.write_card(args.model_dir, card)
-    print(f"threshold {result['threshold']} on dog probability: hold-out acceptance "
-          f"{result['calibration']['holdout_acceptance']:.1%}, val acceptance {result['val_acceptance']:.1%}, "
-          f"non-dog photos rejected {result['non_dog_rejected']}")
-    print(json.dumps(result["non_dog_scores"]))
+    cards.write_card(model_dir, card)
+    print(f"updated {model_dir / cards.CARD_FILE} (open_set: {', '.join(result['formats'])})")
     return 0
-
 
 
 # ---------------------------------------------------------------- data

@@ -1,95 +1,196 @@
-"""Open-set check: is a photo probably one of the 10 breeds at all?
+"""Calibrating the open-set answer (woof/openset.py: "breed", "other_dog", "not_dog") per export format.
 
-A softmax over 10 breeds always names a breed, cats included. The ImageNet head kept beside the
-breed head knows 1000 classes, among them 118 domestic dog breeds (151-268) and the wild canids
-(269-280; the dingo, 273, is one of ours). The rule: the ImageNet probability mass on classes
-151-280 ("dog probability") must reach a threshold. The threshold is calibrated on the train
-hold-out (never on val) to accept a target share of real dog photos, written into the card, and
-checked on val (acceptance) and on real non-dog photos that scikit-image ships (rejection).
+The thresholds are chosen on photos the shipped model never trained on:
+  - breed photos: the fixed train hold-out (the card's `data.holdout_seed`, 10 %), at 320 px and, the same
+    photos, at 160 px: the rule must accept at least `target` of them at each size;
+  - other photos: the calibration half of the open-set photos (`../shared/data/openset`, see `openset_split`):
+    among the threshold pairs that keep that acceptance, the one that turns away the most of them (the mean of
+    the other-breed dogs' and the cats' and scenes' rejection rates) wins.
+The report half of the open-set photos and val are never looked at here (scripts/openset_report.py scores them).
+fp32 (PyTorch; TorchScript and ONNX match it to 1e-5) and INT8 (its own quantised file) are calibrated apart.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from woof.preprocess import preprocess, softmax
+from woof.breeds import IMAGENET_ROWS
+from woof.card import file_sha256
+from woof.errors import WoofError
+from woof.openset import DOG_CLASSES, RULE, decide, scores
+from woof.preprocess import preprocess
 
 from .checkpoint import load_model
-from .data import holdout_split, list_samples, subset_per_class
+from .data import holdout_split, list_samples, same_files
 
-DOG_CLASSES = (151, 280)  # inclusive: domestic dogs + wolves, dingo, foxes and other wild canids
-RULE = "imagenet_dog_probability"
-NON_DOG_PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "camera", "coins", "hubble_deep_field",
-                  "immunohistochemistry", "retina")
-
-
-def dog_probability(imagenet_logits: np.ndarray) -> np.ndarray:
-    lo, hi = DOG_CLASSES
-    return softmax(imagenet_logits.astype(np.float64))[:, lo: hi + 1].sum(1)
+ENV_OPENSET = "WOOF_OPENSET_ROOT"
+DEFAULT_OPENSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "openset"
+REPORT_DOG_SOURCE = "DiMasta/dogs"  # the dogs of this one source are left out for the report
+NAME_THRESHOLD = 0.3  # name the other breed when the ImageNet head gives that one class at least this
+CALIBRATED_FORMATS = ("fp32", "onnx-int8")
+GRID = np.round(np.arange(0, 0.0305, 0.001), 3)  # hold-out quantiles tried for each threshold
 
 
-def is_known_breed(imagenet_logits: np.ndarray, open_set: dict[str, Any]) -> np.ndarray:
-    return dog_probability(imagenet_logits) >= open_set["threshold"]
+@dataclass(frozen=True)
+class OpenSetPhoto:
+    path: Path
+    group: str  # otherdogs | cats | nondog
+    label: str
+    source: str
+    split: str  # calibration | report
 
 
-def non_dog_images() -> dict[str, Any]:
-    """Real non-dog photos from scikit-image (a cat, a person, a cup of coffee, a rocket, ...)."""
-    import skimage.data
-    from PIL import Image
-
-    out = {}
-    for name in NON_DOG_PHOTOS:
-        arr = getattr(skimage.data, name)()
-        out[name] = Image.fromarray(arr).convert("RGB")
-    return out
+def openset_split(group: str, source: str, file: str) -> str:
+    """Dogs by source (one source, REPORT_DOG_SOURCE, is the report's); cats and scenes by a hash of the file
+    name within their source (an even SHA-256 first word: report), so a new photo never moves the others."""
+    if group == "otherdogs":
+        return "report" if source == REPORT_DOG_SOURCE else "calibration"
+    return "report" if int(hashlib.sha256(Path(file).name.encode()).hexdigest()[:8], 16) % 2 == 0 else "calibration"
 
 
-def imagenet_logits_for(model, sources, spec, batch_size: int = 64) -> np.ndarray:
-    """ImageNet logits for samples (paths) or PIL images, through the shared preprocessing."""
-    import torch
-
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(sources), batch_size):
-            x = torch.stack([torch.from_numpy(preprocess(s, spec)) for s in sources[i: i + batch_size]])
-            outs.append(model.forward_both(x.to(memory_format=torch.channels_last))[1].float().numpy())
-    return np.concatenate(outs)
+def openset_root(path: str | os.PathLike | None = None) -> Path:
+    root = Path(path or os.environ.get(ENV_OPENSET) or DEFAULT_OPENSET).expanduser()
+    if not (root / "manifest.csv").is_file():
+        raise WoofError(f"no open-set photos at {root} (manifest.csv missing): pass --openset PATH or set "
+                        f"{ENV_OPENSET} to a folder with manifest.csv and the photos it lists")
+    return root
 
 
-def calibrate(model_dir: Path, data_root: Path, target_acceptance: float = 0.975, holdout: float = 0.1,
-              seed: int = 0, progress: bool = True, limit_per_class: int | None = None) -> dict[str, Any]:
-    """Pick the threshold on the train hold-out; measure val acceptance and non-dog rejection."""
-    from tqdm import tqdm
+def openset_photos(root: Path, split: str | None = None) -> list[OpenSetPhoto]:
+    with open(root / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    photos = [OpenSetPhoto(root / r["file"], r["group"], r["label"], r["source"],
+                           openset_split(r["group"], r["source"], r["file"])) for r in rows]
+    missing = [p.path for p in photos if not p.path.is_file()]
+    if missing:
+        raise WoofError(f"{len(missing)} photos listed in {root / 'manifest.csv'} are missing, e.g. {missing[0]}")
+    return [p for p in photos if split is None or p.split == split]
+
+
+class LogitsSource:
+    """ImageNet logits for image files from a model in one export format (fp32: PyTorch; onnx-int8: the file)."""
+
+    def __init__(self, model, card: dict[str, Any], fmt: str, int8_path: Path | None = None):
+        self.model, self.spec, self.fmt = model, card["preprocessing"], fmt
+        self.session = None
+        if fmt == "onnx-int8":
+            from .export import ort_session
+
+            self.session = ort_session(int8_path, threads=max(1, os.cpu_count() or 1))
+
+    def imagenet_logits(self, paths: list[Path], batch_size: int = 32, progress: bool = False,
+                        desc: str = "") -> np.ndarray:
+        from tqdm import tqdm
+
+        out = []
+        for i in tqdm(range(0, len(paths), batch_size), desc=desc, disable=not progress, leave=False):
+            batch = np.stack([preprocess(p, self.spec) for p in paths[i:i + batch_size]]).astype(np.float32)
+            out.append(self._run(batch))
+        return np.concatenate(out)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self.session is not None:
+            return self.session.run(["imagenet_logits"], {"image": batch})[0]
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(memory_format=torch.channels_last)
+            return self.model.forward_both(x)[1].float().numpy()
+
+
+def choose_thresholds(held: dict[str, dict[str, np.ndarray]], dogs: dict[str, np.ndarray],
+                      non_dogs: dict[str, np.ndarray], target: float) -> dict[str, Any]:
+    """The (dog, share) threshold pair that accepts >= target of the breed photos at every size and rejects the
+    most open-set calibration photos; ties go to the higher acceptance, then the lower thresholds."""
+    best = None
+    for q_dog in GRID:
+        t_dog = min(float(np.quantile(s["dog"], q_dog)) for s in held.values())
+        for q_share in GRID:
+            t_share = min(float(np.quantile(s["share"], q_share)) for s in held.values())
+            rule = {"dog_threshold": t_dog, "share_threshold": t_share}
+            accepted = {k: float((decide(s, rule) == "breed").mean()) for k, s in held.items()}
+            if min(accepted.values()) < target:
+                continue
+            dog_rejected = float((decide(dogs, rule) != "breed").mean())
+            non_dog_rejected = float((decide(non_dogs, rule) != "breed").mean())
+            key = ((dog_rejected + non_dog_rejected) / 2, min(accepted.values()), -t_dog - t_share)
+            if best is None or key > best[0]:
+                best = (key, rule, accepted, dog_rejected, non_dog_rejected)
+    if best is None:
+        raise WoofError(f"no thresholds accept {target:.1%} of the hold-out photos")
+    _, rule, accepted, dog_rejected, non_dog_rejected = best
+    return {"dog_threshold": round(rule["dog_threshold"], 6), "share_threshold": round(rule["share_threshold"], 6),
+            "holdout_acceptance": {k: round(v, 4) for k, v in accepted.items()},
+            "other_dogs_rejected": round(dog_rejected, 4), "non_dogs_rejected": round(non_dog_rejected, 4)}
+
+
+def _scores(source: LogitsSource, paths: list[Path], progress: bool, desc: str) -> dict[str, np.ndarray]:
+    return scores(source.imagenet_logits(paths, progress=progress, desc=desc), IMAGENET_ROWS)
+
+
+def calibrate(model_dir: Path, data_root: Path, also: list[Path], openset: Path, formats=CALIBRATED_FORMATS,
+              target: float = 0.98, progress: bool = True, limit_per_class: int | None = None,
+              log=print) -> dict[str, Any]:
+    """The card's new `open_set` section: the rule, the shared settings, and thresholds per format."""
+    from .data import subset_per_class
+    from .export import export
 
     model, card = load_model(model_dir)
-    spec = card["preprocessing"]
-
-    def scores(sources, what):
-        chunks = [sources[i: i + 256] for i in range(0, len(sources), 256)]
-        logits = [imagenet_logits_for(model, c, spec) for c in tqdm(chunks, desc=what, disable=not progress)]
-        return dog_probability(np.concatenate(logits))
-
-    _, held = holdout_split(list_samples(data_root, "train"), holdout, seed)
-    val = list_samples(data_root, "val")
+    if model.imagenet_head is None:
+        raise WoofError(f"{model_dir} has no ImageNet head: the open-set rule needs it (train with imagenet_head)")
+    unknown = [f for f in formats if f not in CALIBRATED_FORMATS]
+    if unknown:
+        raise WoofError(f"unknown format {', '.join(unknown)}; calibrate {' or '.join(CALIBRATED_FORMATS)}")
+    seed = (card.get("data") or {}).get("holdout_seed")
+    fraction = (card.get("data") or {}).get("holdout_fraction") or 0.1
+    if seed is None:
+        raise WoofError(f"{model_dir}'s card records no train hold-out (data.holdout_seed): it trained on all of "
+                        "train, so no photos are left that it never saw; retrain with --holdout 0.1")
+    _, held = holdout_split(list_samples(data_root, "train"), fraction, seed)
     if limit_per_class:  # tests and smoke runs
-        held, val = subset_per_class(held, limit_per_class), subset_per_class(val, limit_per_class)
-    held_scores = scores([s.path for s in held], "hold-out")
-    threshold = float(np.quantile(held_scores, 1 - target_acceptance))
-    val_scores = scores([s.path for s in val], "val")
-    photos = non_dog_images()
-    photo_scores = dog_probability(imagenet_logits_for(model, list(photos.values()), spec))
-    rejected = [n for n, p in zip(photos, photo_scores) if p < threshold]
-    return {
-        "rule": RULE,
-        "imagenet_classes": list(DOG_CLASSES),
-        "threshold": round(threshold, 4),
-        "calibration": {"data": f"train hold-out {holdout:.0%} (stratified, seed {seed}), {len(held)} images",
-                        "target_acceptance": target_acceptance,
-                        "holdout_acceptance": round(float((held_scores >= threshold).mean()), 4)},
-        "val_acceptance": round(float((val_scores >= threshold).mean()), 4),
-        "non_dog_rejected": f"{len(rejected)}/{len(photos)}",
-        "non_dog_scores": {n: round(float(p), 4) for n, p in zip(photos, photo_scores)},
-    }
+        held = subset_per_class(held, limit_per_class)
+    held_sets = {data_root.name: [s.path for s in held]}
+    for root in also:
+        held_sets[Path(root).name] = [s.path for s in same_files(held, Path(root))]
+    photos = openset_photos(openset, "calibration")
+    if limit_per_class:
+        photos = photos[::max(1, len(photos) // (4 * limit_per_class))]
+    dog_paths = [p.path for p in photos if p.group == "otherdogs"]
+    non_dog_paths = [p.path for p in photos if p.group != "otherdogs"]
+    old = card.get("open_set") if (card.get("open_set") or {}).get("rule") == RULE else {}
+    result = {"rule": RULE, "dog_classes": list(DOG_CLASSES), "breed_imagenet_classes": list(IMAGENET_ROWS),
+              "name_threshold": NAME_THRESHOLD, "formats": dict((old or {}).get("formats", {})),
+              "calibration_data": {
+                  "target_acceptance": target,
+                  "breed_photos": f"train hold-out {fraction:.0%} (stratified, seed {seed}): {len(held)} photos, "
+                                  f"at {' and '.join(held_sets)}",
+                  "other_photos": f"open-set calibration split of {openset.name}/manifest.csv: {len(dog_paths)} "
+                                  f"dogs of other breeds (every source but {REPORT_DOG_SOURCE}), "
+                                  f"{len(non_dog_paths)} cats and scenes (even file-name hash)"}}
+    for fmt in formats:
+        with tempfile.TemporaryDirectory(prefix="woof-calibrate-") as tmp:
+            int8 = None
+            if fmt == "onnx-int8":
+                int8 = export(model_dir, tmp, data_root, ["onnx-int8"], log=log)["onnx-int8"]["file"]
+            source = LogitsSource(model, card, fmt, int8)
+
+            held_scores = {name: _scores(source, paths, progress, f"{fmt} hold-out {name}")
+                           for name, paths in held_sets.items()}
+            chosen = choose_thresholds(held_scores, _scores(source, dog_paths, progress, f"{fmt} other dogs"),
+                                       _scores(source, non_dog_paths, progress, f"{fmt} cats, scenes"), target)
+            if int8 is not None:
+                chosen["int8_sha256"] = file_sha256(int8)
+        result["formats"][fmt] = chosen
+        log(f"{fmt}: dog >= {chosen['dog_threshold']:.4f}, share >= {chosen['share_threshold']:.4f}: hold-out "
+            f"accepted {', '.join(f'{k} {v:.1%}' for k, v in chosen['holdout_acceptance'].items())}; calibration "
+            f"photos turned away: other dogs {chosen['other_dogs_rejected']:.1%}, cats and scenes "
+            f"{chosen['non_dogs_rejected']:.1%}")
+    return result

@@ -16,6 +16,7 @@ from typing import Any
 from woof.breeds import classes
 from woof.errors import WoofError
 from woof.files import atomic_write_json
+from woof.openset import RuleError, check_rule
 from woof.preprocess import check_spec
 
 SCHEMA_VERSION = 1
@@ -121,6 +122,27 @@ def archive_card(path: Path) -> dict[str, Any] | None:
             return json.loads(z.read(CARD_FILE))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return None
+
+
+def calibration_key(fmt: str) -> str:
+    """The open-set calibration a format uses: INT8 its own; PyTorch, TorchScript and ONNX the fp32 one."""
+    return "onnx-int8" if fmt == "onnx-int8" else "fp32"
+
+
+def open_set_rule(card: dict[str, Any], fmt: str, where: str = "card.json") -> dict[str, Any]:
+    """The open-set rule for `fmt` (shared settings + that format's thresholds), checked; WoofError if missing."""
+    section = card.get("open_set") or {}
+    key = calibration_key(fmt)
+    if key not in (section.get("formats") or {}):
+        raise WoofError(f"{where} has no open-set calibration for {key} (the answers breed / other_dog / not_dog "
+                        f"need it): run woof calibrate MODEL_DIR --format {key}")
+    rule = {k: v for k, v in section.items() if k not in ("formats", "calibration_data")}
+    rule.update(section["formats"][key])
+    rule["calibrated_for"] = key
+    try:
+        return check_rule(rule, f"{where} open_set ({key})")
+    except RuleError as e:
+        raise WoofError(str(e)) from None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -209,8 +209,20 @@
   function showResult(body) {
     els.status.textContent = "";
     const top = body.top_k.slice(0, 3);
-    const known = body.is_known_breed !== false;
+    // answer: "breed" (one of the 10), "other_dog" (a dog of another breed), "not_dog"
+    const answer = body.answer || (body.is_known_breed === false ? "not_dog" : "breed");
+    const known = answer === "breed";
     els.unknown.hidden = known;
+    els.unknown.dataset.answer = answer;
+    if (answer === "other_dog") {
+      const other = body.other_breed;
+      els.unknown.textContent = other && other.name
+        ? `This looks like ${/^[aeiou]/i.test(other.name) ? "an" : "a"} ${other.name} \u2014 not one of the ` +
+          "10 breeds woof knows. The closest of the 10:"
+        : "A dog, but probably not one of the 10 breeds woof knows. The closest of the 10:";
+    } else if (answer === "not_dog") {
+      els.unknown.textContent = "This does not look like a dog. If it is one, the closest of the 10 breeds:";
+    }
     els.answer.textContent = "";
     if (known && top.length) {
       const breed = document.createElement("span");
