@@ -28,7 +28,7 @@ from woof.files import atomic_path, atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_STORE = REPO / "model_store"
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+CHECKPOINTS = REPO / "training" / "checkpoints"
 # archive name -> (checkpoint folder under training/checkpoints, export format)
 ARCHIVES: dict[str, tuple[str, str]] = {
     "lite0": ("lite0", "torchscript"),

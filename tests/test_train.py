@@ -103,17 +103,17 @@ def test_distillation_matches_the_teacher(tmp_path, data_root, tiny_model_dir):
     real teacher folder and its card names the teacher."""
     import torch
 
+    from training.distill import OnnxTeacher, load_teacher
     from training.models import default_preprocessing
-    from training.train import _load_teacher, _OnnxTeacher
 
     config = TrainConfig(epochs=1, batch_size=12, limit_per_class=6, train_size=96, eval_size=112, workers=0,
                          warmup_epochs=0.5, teacher=str(tiny_model_dir), distill_alpha=1.0)
     spec = default_preprocessing(config.model, config.eval_size)
-    teacher = _load_teacher(config, spec, torch.device("cpu"), torch.contiguous_format)
-    assert isinstance(teacher, _OnnxTeacher)
-    reference = _load_teacher(TrainConfig.from_dict({**config.to_dict(), "teacher_runtime": "pytorch"}), spec,
+    teacher = load_teacher(config, spec, torch.device("cpu"), torch.contiguous_format)
+    assert isinstance(teacher, OnnxTeacher)
+    reference = load_teacher(TrainConfig.from_dict({**config.to_dict(), "teacher_runtime": "pytorch"}), spec,
                               torch.device("cpu"), torch.contiguous_format)
-    assert not isinstance(reference, _OnnxTeacher)
+    assert not isinstance(reference, OnnxTeacher)
     images = torch.rand(4, 3, 96, 96) * 2 - 1
     agree = teacher.logits(images)
     assert torch.allclose(agree, reference.logits(images), atol=1e-3)
@@ -133,8 +133,8 @@ def test_ensemble_teacher_averages_its_members_and_the_moving_average_is_saved(t
     import torch
     from safetensors.torch import load_file
 
+    from training.distill import EnsembleTeacher, load_teacher
     from training.models import default_preprocessing
-    from training.train import _EnsembleTeacher, _load_teacher
     from training.wise import make_wise_model
 
     make_wise_model(tiny_model_dir, 0.0, tmp_path / "zero-shot")
@@ -145,10 +145,10 @@ def test_ensemble_teacher_averages_its_members_and_the_moving_average_is_saved(t
     assert config.teacher_names() == folders
     spec = default_preprocessing(config.model, config.eval_size)
     cpu, fmt = torch.device("cpu"), torch.contiguous_format
-    ensemble = _load_teacher(config, spec, cpu, fmt)
-    assert isinstance(ensemble, _EnsembleTeacher) and len(ensemble.members) == 2
+    ensemble = load_teacher(config, spec, cpu, fmt)
+    assert isinstance(ensemble, EnsembleTeacher) and len(ensemble.members) == 2
     images = torch.rand(4, 3, 96, 96) * 2 - 1
-    each = [_load_teacher(TrainConfig.from_dict({**config.to_dict(), "teacher": f}), spec, cpu, fmt).logits(images)
+    each = [load_teacher(TrainConfig.from_dict({**config.to_dict(), "teacher": f}), spec, cpu, fmt).logits(images)
             for f in folders]
     assert not torch.allclose(each[0], each[1], atol=1e-2)
     assert torch.allclose(ensemble.logits(images), (each[0] + each[1]) / 2, atol=1e-5)

@@ -14,12 +14,13 @@ from pathlib import Path
 from woof import card as cards
 from woof.breeds import WNIDS
 from woof.errors import WoofError
+from woof.files import atomic_write_json
 
 from . import checkpoint
 from .data import ENV_DATA_ROOT, EXPECTED_COUNTS, IMAGE_SUFFIXES, SPLITS, resolve_root
 from .export import CALIBRATION_IMAGES, FORMATS, PARITY_IMAGES, export_cli
 from .fetch import ARCHIVE_NAMES, CONNECT_TIMEOUT, fetch
-from .recipe import TrainConfig
+from .recipe import PretrainConfig, TrainConfig
 from .stats import stats, write_stats
 from .verify import EXPECTED_IMAGENET_VAL, EXPECTED_SIDE, NOISY_CSV, format_verify, verify
 
@@ -84,6 +85,90 @@ def cmd_train(args) -> int:
     command = "woof " + " ".join(a for a in sys.argv[1:] if a != "--resume")
     train(config, resolve_root(args.data), Path(args.out), resume=args.resume, progress=not args.quiet,
           command=None if args.resume else command)
+    return 0
+
+
+# ---------------------------------------------------------------- pretrain, knn
+def add_pretrain(sub) -> None:
+    p = sub.add_parser("pretrain", help="Barlow Twins self-supervised pretraining on unlabelled train images",
+                       description="Learn a backbone without labels: two augmented views of each train photo "
+                                   "(the fixed hold-out and val are never read), a projector, and the Barlow "
+                                   "Twins loss, in the same loop as woof train. Writes last.pt (resumable), "
+                                   "history.csv (loss, on- and off-diagonal terms, embedding spread), "
+                                   "model.safetensors and card.json to --out. Use it with "
+                                   "`woof train --init OUT --pretrained none --head-init random`, or `woof knn OUT`.")
+    p.add_argument("--config", metavar="YAML", help="pretraining recipe, e.g. training/configs/bt_lite0_128.yaml")
+    p.add_argument("--out", metavar="DIR", required=True, help="output folder of this run")
+    _data_arg(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    for flag, (key, kw) in recipe_flags(PretrainConfig).items():
+        p.add_argument(flag, dest=key, default=None, **kw)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_pretrain)
+
+
+def cmd_pretrain(args) -> int:
+    from .train import train
+
+    overrides = {key: getattr(args, key) for key, _ in recipe_flags(PretrainConfig).values()
+                 if getattr(args, key) is not None}
+    config = (PretrainConfig.load(args.config, overrides) if args.config
+              else PretrainConfig.from_dict(overrides, "flags"))
+    command = "woof " + " ".join(a for a in sys.argv[1:] if a != "--resume")
+    train(config.to_train_config(), resolve_root(args.data), Path(args.out), resume=args.resume,
+          progress=not args.quiet, command=None if args.resume else command)
+    return 0
+
+
+def add_knn(sub) -> None:
+    p = sub.add_parser("knn", help="kNN accuracy of a backbone's frozen features (no training)",
+                       description="Features of the train photos (minus the fixed 10 %% hold-out) are the bank; "
+                                   "each val photo takes the weighted vote of its k nearest (cosine) neighbours "
+                                   "(k 200, temperature 0.1, as lightly's benchmarks). Writes knn.json.")
+    p.add_argument("model_dir", nargs="?", help="model or woof pretrain folder")
+    p.add_argument("--random", metavar="ARCH", help="a randomly initialised ARCH instead (the floor)")
+    _data_arg(p)
+    p.add_argument("--size", type=int, help="input size (default: the card's, or 128 with --random)")
+    p.add_argument("-k", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.1)
+    p.add_argument("--limit-per-class", type=int, help="N photos per class in bank and queries (smoke runs)")
+    p.add_argument("--out", metavar="DIR", help="where knn.json goes (default: MODEL_DIR, or reports/knn-ARCH)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_knn)
+
+
+def cmd_knn(args) -> int:
+    from .barlow import knn_top1
+    from .data import holdout_split, list_samples, subset_per_class
+    from .evaluate import predict_features
+    from .models import create_model, default_preprocessing
+
+    if bool(args.model_dir) == bool(args.random):
+        raise WoofError("give a model folder or --random ARCH (one of them)")
+    if args.k < 1 or not args.temperature > 0:
+        raise WoofError("-k must be >= 1 and --temperature > 0")
+    if args.random:
+        model, name = create_model(args.random, pretrained="none", imagenet_head=False), f"random {args.random}"
+        spec = default_preprocessing(args.random, args.size or 128)
+        out = Path(args.out or Path("reports") / f"knn-random-{args.random}")
+    else:
+        model, card = checkpoint.load_model(args.model_dir)
+        spec = {**card["preprocessing"], **({"input_size": args.size} if args.size else {})}
+        name, out = f"{card['name']} {card['version']}", Path(args.out or args.model_dir)
+    root = resolve_root(args.data)
+    bank, _ = holdout_split(list_samples(root, "train"), 0.1, 0)  # the hold-out stays unseen here too
+    queries = list_samples(root, "val")
+    if args.limit_per_class:
+        bank, queries = subset_per_class(bank, args.limit_per_class), subset_per_class(queries, args.limit_per_class)
+    bank_f, bank_y = predict_features(model.eval(), bank, spec, progress=not args.quiet)
+    val_f, val_y = predict_features(model, queries, spec, progress=not args.quiet)
+    top1 = knn_top1(bank_f, bank_y, val_f, val_y, args.k, args.temperature)
+    result = {"model": name, "top1": round(top1, 4), "k": args.k, "temperature": args.temperature,
+              "input_size": spec["input_size"], "bank": f"{root.name} train minus the 10 % hold-out, {len(bank)}",
+              "queries": f"{root.name} val, {len(queries)}"}
+    atomic_write_json(out / "knn.json", result)
+    print(f"kNN top-1 of {name} on {root.name} val: {top1:.2%} (k {args.k}, t {args.temperature}, "
+          f"{spec['input_size']} px; bank {len(bank)}, queries {len(queries)}); wrote {out / 'knn.json'}")
     return 0
 
 

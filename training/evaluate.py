@@ -54,9 +54,7 @@ def fmt_mcnemar(test: dict[str, Any]) -> str:
             f"zero-shot, exact McNemar p = {test['p_value']:.3g}")
 
 
-def predict_logits(model, samples, spec, batch_size: int = 64, workers: int = 2, progress: bool = True,
-                   device=None, zero_shot: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (N x 10) and labels (N) for samples, through the shared preprocessing."""
+def _run_over(model, samples, spec, batch_size: int, workers: int, progress: bool, device, fn, desc: str):
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -68,13 +66,25 @@ def predict_logits(model, samples, spec, batch_size: int = 64, workers: int = 2,
     model.eval()
     outputs, labels = [], []
     with torch.inference_mode():
-        for images, y in tqdm(loader, desc="evaluating", disable=not progress, unit="batch"):
-            images = images.to(device, memory_format=torch.channels_last)
-            logits = model.zero_shot(images) if zero_shot else model(images)
-            outputs.append(logits.float().cpu().numpy())
-            labels.append(y.numpy())
+        for images, y in tqdm(loader, desc=desc, disable=not progress, unit="batch"):
+            outputs.append(fn(images.to(device, memory_format=torch.channels_last)).float().cpu())
+            labels.append(y)
     model.train(was_training)
-    return np.concatenate(outputs), np.concatenate(labels)
+    return torch.cat(outputs), torch.cat(labels)
+
+
+def predict_logits(model, samples, spec, batch_size: int = 64, workers: int = 2, progress: bool = True,
+                   device=None, zero_shot: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (N x 10) and labels (N) for samples, through the shared preprocessing."""
+    logits, labels = _run_over(model, samples, spec, batch_size, workers, progress, device,
+                               model.zero_shot if zero_shot else model, "evaluating")
+    return logits.numpy(), labels.numpy()
+
+
+def predict_features(model, samples, spec, batch_size: int = 64, workers: int = 2, progress: bool = True,
+                     device=None):
+    """Backbone features (N x D tensor) and labels (N tensor): the input of kNN and linear probes."""
+    return _run_over(model, samples, spec, batch_size, workers, progress, device, model.features, "features")
 
 
 def compute_metrics(logits: np.ndarray, labels: np.ndarray, imagenet_val_mask: np.ndarray) -> dict[str, Any]:

@@ -81,6 +81,16 @@ class TrainConfig:
     teacher_runtime: str = setting("onnxruntime", "onnxruntime (CPU: same logits, faster) | pytorch")
     wise_alpha: float = setting(1.0, "< 1: mix the final weights with the zero-shot start (WiSE-FT)")
     ema_decay: float = setting(0.0, "keep a moving average of the weights (e.g. 0.998) and save it; 0: off")
+    # the objective: weights of the loss terms of the one loop (distillation is distill_alpha above)
+    ce_weight: float = setting(1.0, "weight of cross-entropy on the labels (0: self-supervised only)")
+    barlow_weight: float = setting(0.0, "weight of the Barlow Twins term on two augmented views (0: off); with "
+                                        "ce_weight > 0 the cross-entropy is taken on both views (joint training)")
+    barlow_lambda: float = setting(0.0051, "Barlow Twins off-diagonal weight (the paper's 0.0051)")
+    projector: str = setting("2048-2048-2048", "Barlow Twins projector widths; the paper's 8192-8192-8192 costs "
+                                              "~16x the projector compute and memory on a 2-core CPU")
+    optimizer: str = setting("adamw", "adamw | lars (LARS as in Barlow Twins; biases and norms get no decay)")
+    init: str | None = setting(None, "start the backbone from a `woof pretrain` folder (with pretrained none)")
+    freeze_backbone: bool = setting(False, "train the breed head only (a linear probe of the backbone)")
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": None})  # free-form notes, no flag
 
     @classmethod
@@ -176,6 +186,29 @@ class TrainConfig:
             bad("wise_alpha must be in [0, 1]")
         if self.wise_alpha < 1 and (self.head_init != "imagenet" or not self.freeze_bn):
             bad("wise_alpha < 1 needs head_init imagenet and freeze_bn (the zero-shot start)")
+        if self.ce_weight < 0 or self.barlow_weight < 0:
+            bad("ce_weight and barlow_weight must be >= 0")
+        if not self.ce_weight and not self.barlow_weight:
+            bad("nothing to learn: ce_weight and barlow_weight are both 0")
+        if self.barlow_weight:
+            from .barlow import parse_widths
+
+            parse_widths(self.projector)
+            if self.batch_size < 2:
+                bad("Barlow Twins needs batch_size >= 2 (its cross-correlation is taken over the batch)")
+            if not 0 < self.barlow_lambda < 1:
+                bad("barlow_lambda must be in (0, 1)")
+            if self.teacher or self.mix_p or self.low_res_p:
+                bad("barlow_weight > 0 brings its own two views: no teacher, mix_data or low_res_p with it")
+        if self.optimizer not in ("adamw", "lars"):
+            bad("optimizer must be adamw or lars")
+        if self.init:
+            if self.pretrained != "none":
+                bad("init starts from a woof pretrain folder: set pretrained none (the folder's weights replace it)")
+            if not (_repo_relative(self.init) / "card.json").is_file():
+                bad(f"init: {self.init} is not a woof pretrain folder (no card.json)")
+        if self.freeze_backbone and self.barlow_weight:
+            bad("freeze_backbone trains the head only: Barlow Twins would have nothing to train")
 
     def teacher_names(self) -> list[str]:
         return teacher_names(self.teacher)
@@ -197,3 +230,66 @@ def _repo_relative(name: str) -> Path:
     return path if path.is_absolute() or path.exists() else Path(__file__).resolve().parents[1] / path
 
 
+
+
+@dataclass
+class PretrainConfig:
+    """A Barlow Twins pretraining recipe (`woof pretrain`; every field a flag). It runs in the same loop as
+    `woof train`, as a run whose only loss term is Barlow Twins: see `to_train_config`."""
+
+    model: str = setting("efficientnet_lite0", "timm architecture name")
+    pretrained: str = setting("none", "none (random init, BatchNorm trained: the leak-free setting) | imagenet "
+                                      "(continued pretraining)")
+    name: str | None = setting(None, "name written in the card (default: the --out folder's name)")
+    epochs: int = setting(20, "number of epochs")
+    batch_size: int = setting(64, "images per step (two views each)")
+    optimizer: str = setting("lars", "lars (the paper's) | adamw")
+    lr: float = setting(0.2, "peak learning rate (LARS: the paper's 0.2 for weights, scaled by batch/256 there)")
+    weight_decay: float = setting(1.5e-6, "weight decay (the paper's 1.5e-6); biases and norms get none")
+    warmup_epochs: float = setting(2.0, "linear warm-up length, then cosine decay")
+    train_size: int = setting(128, "size of each random-resized view")
+    crop_scale: tuple[float, float] = setting((0.08, 1.0), "MIN,MAX area share of a view's crop")
+    projector: str = setting("2048-2048-2048", "projector widths (the paper's 8192-8192-8192 is ~16x the cost)")
+    barlow_lambda: float = setting(0.0051, "off-diagonal weight")
+    split: str = setting("train", "the images to learn from: train only (never val)")
+    holdout: float = setting(0.1, "fraction of train kept out (the fixed selection hold-out, never seen)")
+    holdout_seed: int = setting(0, "seed of that hold-out (0 in every recipe)")
+    limit_per_class: int | None = setting(None, "use only N train images per class (smoke runs)")
+    seed: int = setting(0, "random seed")
+    workers: int = setting(2, "data-loading processes")
+    device: str = setting("auto", "auto | cpu | cuda")
+    channels_last: bool = setting(True, "channels_last memory format")
+
+    load = classmethod(TrainConfig.load.__func__)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> PretrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise WoofError(f"{where}: unknown pretraining setting {', '.join(unknown)}")
+        values = dict(values)
+        if "crop_scale" in values:
+            values["crop_scale"] = tuple(values["crop_scale"])
+        config = cls(**values)
+        if config.split != "train":
+            raise WoofError(f"{where}: split {config.split!r}: pretraining reads train images only, never val")
+        if not 0 < config.holdout < 1:
+            raise WoofError(f"{where}: holdout must keep the selection hold-out out of pretraining (e.g. 0.1)")
+        config.to_train_config().check()
+        return config
+
+    def to_train_config(self) -> TrainConfig:
+        """The same run as a `woof train` recipe: Barlow Twins only, no labels, BatchNorm trained."""
+        return TrainConfig(
+            model=self.model, pretrained=self.pretrained, name=self.name, epochs=self.epochs,
+            batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
+            warmup_epochs=self.warmup_epochs, train_size=self.train_size, crop_scale=self.crop_scale,
+            projector=self.projector, barlow_lambda=self.barlow_lambda, holdout=self.holdout,
+            holdout_seed=self.holdout_seed, limit_per_class=self.limit_per_class, seed=self.seed,
+            workers=self.workers, device=self.device, channels_last=self.channels_last,
+            ce_weight=0.0, barlow_weight=1.0, head_init="random", freeze_bn=False, label_smoothing=0.0,
+            extra={"pretrain": dataclasses.asdict(self) | {"crop_scale": list(self.crop_scale)}})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"crop_scale": list(self.crop_scale)}

@@ -32,9 +32,10 @@ from woof.files import atomic_path
 
 from . import checkpoint
 from .checkpoint import load_model
+from .distill import load_teacher
 from .evaluate import predict_logits
 from .models import count_parameters, create_model, default_preprocessing
-from .recipe import ZERO_SHOT_TEACHER, TrainConfig, _repo_relative
+from .recipe import TrainConfig, _repo_relative
 from .transforms import MixedCopies, PairedCopies, train_transform
 from .wise import mix
 
@@ -91,22 +92,153 @@ def load_training_checkpoint(path: Path) -> dict[str, Any]:
                         "delete it to start over") from None
 
 
+class Objective:
+    """The loss of one step, as weighted terms of the recipe: cross-entropy on the labels, distillation from
+    teachers (distill_alpha), Barlow Twins on two views (barlow_weight). Batches come as (images, labels),
+    (student view, teacher view, labels) from PairedCopies, or (view a, view b, labels) from TwoViews."""
+
+    def __init__(self, config: TrainConfig, teacher=None, barlow=None):
+        import torch
+
+        self.config, self.teacher, self.barlow = config, teacher, barlow
+        self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.views = 2 if barlow is not None else 1  # image-passes per sample
+
+    def __call__(self, model, batch, device, memory_format):
+        """(loss, breed logits or None, labels, extra log terms)."""
+        to = dict(memory_format=memory_format, non_blocking=True)
+        labels = batch[-1].to(device, non_blocking=True)
+        c = self.config
+        if self.barlow is not None:
+            view_a, view_b = batch[0].to(device, **to), batch[1].to(device, **to)
+            f_a, f_b = model.features(view_a), model.features(view_b)
+            loss, terms = self.barlow(f_a, f_b)
+            loss = c.barlow_weight * loss
+            logits = None
+            if c.ce_weight:
+                logits = model.head(f_a)
+                ce = (self.criterion(logits.float(), labels) + self.criterion(model.head(f_b).float(), labels)) / 2
+                loss = loss + c.ce_weight * ce
+            return loss, logits, labels, terms
+        images = batch[0].to(device, **to)
+        logits = model(images)
+        loss = c.ce_weight * self.criterion(logits.float(), labels)
+        if self.teacher is not None:
+            teacher_images = batch[1].to(device, **to) if len(batch) == 3 else images
+            loss = (1 - c.distill_alpha) * loss + c.distill_alpha * self.teacher.loss(teacher_images, logits)
+        return loss, logits, labels, {}
+
+
+def train_one_epoch(model, objective: Objective, loader, optimizer, scheduler, device, memory_format, use_bf16: bool,
+                    ema=None, freeze_bn: bool = False, desc: str = "", progress: bool = True) -> dict[str, Any]:
+    """One pass over `loader`; returns the epoch's history row (loss, accuracy if labelled, speed, terms)."""
+    import torch
+    from tqdm import tqdm
+
+    model.train()
+    if freeze_bn:
+        _freeze_batchnorm(model)
+    seen = correct = 0
+    loss_sum, terms_sum = 0.0, {}
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=desc, disable=not progress, unit="batch")
+    for batch in bar:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss, logits, labels, terms = objective(model, batch, device, memory_format)
+        if not torch.isfinite(loss):
+            raise WoofError(f"loss became {loss.item()} ({desc}); lower lr (the last good checkpoint is kept)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        n = len(labels)
+        seen += n
+        loss_sum += loss.item() * n
+        if logits is not None:
+            correct += (logits.argmax(1) == labels).sum().item()
+        for k, v in terms.items():
+            terms_sum[k] = terms_sum.get(k, 0.0) + v * n
+        elapsed = time.perf_counter() - t0
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{seen * objective.views / elapsed:.1f}",
+                        lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                        **({"acc": f"{correct / seen:.3f}"} if logits is not None else {}))
+    seconds = time.perf_counter() - t0
+    if not seen:
+        raise WoofError("no full batch to train on: fewer training images than batch_size")
+    return {"train_loss": round(loss_sum / seen, 4),
+            "train_acc": round(correct / seen, 4) if objective.config.ce_weight else "",
+            "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 1),
+            "image_passes": seen * objective.views, "images_per_s": round(seen * objective.views / seconds, 1),
+            **{k: round(v / seen, 5) for k, v in terms_sum.items()}}
+
+
+def evaluate_holdout(model, samples, spec, device, workers: int, progress: bool) -> float:
+    logits, labels = predict_logits(model, samples, spec, batch_size=64, workers=workers, progress=progress,
+                                    device=device)
+    return round(float((logits.argmax(1) == labels).mean()), 4)
+
+
+def make_optimizer(config: TrainConfig, model, extra_modules=()):
+    """AdamW or LARS; biases and norm weights (1-d tensors) get no weight decay, as in the references."""
+    import torch
+
+    decay, no_decay = [], []
+    for module in (model, *extra_modules):
+        for p in module.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "lars":
+        from lightly.utils.lars import LARS
+
+        return LARS(groups, lr=config.lr, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _init_from_pretrain(model, folder: Path, architecture: str) -> None:
+    """Load a `woof pretrain` folder's backbone into `model` (the heads stay as they are)."""
+    init_model, card = load_model(folder)
+    if card["architecture"] != architecture:
+        raise WoofError(f"init: {folder} holds a {card['architecture']} backbone, not {architecture}")
+    model.backbone.load_state_dict(init_model.backbone.state_dict())
+
+
+def build_model(config: TrainConfig, spec: dict[str, Any], resuming: bool):
+    model = create_model(config.model, pretrained="none" if resuming else config.pretrained,
+                         imagenet_head=config.pretrained == "imagenet")
+    if not resuming and config.init:
+        _init_from_pretrain(model, _repo_relative(config.init), config.model)
+    if not resuming and config.head_init == "imagenet":
+        model.init_head_from_imagenet()
+    if config.freeze_backbone:
+        model.backbone.requires_grad_(False)
+    return model
+
+
+def training_set(config: TrainConfig, samples, spec: dict[str, Any]):
+    from .data import ImageDataset, same_files
+
+    if config.barlow_weight:
+        from .barlow import TwoViews, two_view_transforms
+
+        return TwoViews(samples, two_view_transforms(config.train_size, spec, config.crop_scale[0]))
+    if config.mix_p and config.teacher_view == "sharp":
+        return PairedCopies(samples, same_files(samples, _repo_relative(config.mix_data)), config.mix_p, config, spec)
+    dataset = ImageDataset(samples, train_transform(config, spec))
+    if config.mix_p:
+        return MixedCopies(dataset, same_files(samples, _repo_relative(config.mix_data)), config.mix_p)
+    return dataset
+
+
 def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = False,
           progress: bool = True, command: str | None = None) -> dict[str, Any]:
     """Train; returns a summary. Writes last.pt, history.csv, model.safetensors, card.json."""
     import torch
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
 
-    from .data import (
-        EXPECTED_COUNTS,
-        ImageDataset,
-        data_description,
-        holdout_split,
-        list_samples,
-        same_files,
-        subset_per_class,
-    )
+    from .data import EXPECTED_COUNTS, data_description, holdout_split, list_samples, same_files, subset_per_class
 
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_FILE
@@ -140,52 +272,48 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         held = subset_per_class(held, config.limit_per_class)
     held_also = same_files(held, _repo_relative(config.holdout_also)) if config.holdout_also else []
 
-    model = create_model(config.model, pretrained="none" if state else config.pretrained,
-                         imagenet_head=config.pretrained == "imagenet")
     spec = default_preprocessing(config.model, config.eval_size)
+    model = build_model(config, spec, resuming=state is not None)
+    barlow = None
+    if config.barlow_weight:
+        from .barlow import BarlowTwins, parse_widths
+
+        barlow = BarlowTwins(model.backbone.num_features if hasattr(model.backbone, "num_features")
+                             else model.head.in_features, parse_widths(config.projector), config.barlow_lambda)
+        barlow.to(device)
     if state:
         model.load_state_dict(state["model"])
-    elif config.head_init == "imagenet":
-        model.init_head_from_imagenet()
+        if barlow is not None:
+            barlow.load_state_dict(state["barlow"])
     model.to(device, memory_format=memory_format)
-    teacher = _load_teacher(config, spec, device, memory_format) if config.teacher_names() else None
+    teacher = load_teacher(config, spec, device, memory_format) if config.teacher_names() else None
+    objective = Objective(config, teacher, barlow)
     ema = None
     if config.ema_decay:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
 
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    optimizer = make_optimizer(config, model, [barlow] if barlow is not None else [])
     steps_per_epoch = max(1, len(samples) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, warmup_steps, total_steps))
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    start_epoch, train_seconds = 0, 0.0
+    start_epoch, train_seconds, image_passes = 0, 0.0, 0
     if state:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, train_seconds = state["epoch"], state["train_seconds"]
+        image_passes = state.get("image_passes", 0)
         if ema is not None:
             ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng_torch"])
         random.setstate(_restore_py_rng(state["rng_python"]))
 
     generator = torch.Generator().manual_seed(config.seed + start_epoch)
-    dataset = ImageDataset(samples, train_transform(config, spec))
-    if config.mix_p and config.teacher_view == "sharp":
-        dataset = PairedCopies(samples, same_files(samples, _repo_relative(config.mix_data)), config.mix_p,
-                               config, spec)
-    elif config.mix_p:
-        dataset = MixedCopies(dataset, same_files(samples, _repo_relative(config.mix_data)), config.mix_p)
-    loader = DataLoader(dataset, batch_size=config.batch_size,
+    loader = DataLoader(training_set(config, samples, spec), batch_size=config.batch_size,
                         shuffle=True, drop_last=True, num_workers=config.workers, generator=generator,
                         persistent_workers=config.workers > 0, pin_memory=device.type == "cuda")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -194,62 +322,28 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         history_path.unlink(missing_ok=True)
 
+    terms = " + ".join(t for t, on in (("cross-entropy", config.ce_weight), ("distillation", teacher is not None),
+                                       ("Barlow Twins", barlow is not None)) if on)
     print(f"training {config.model} on {len(samples)} images ({len(held)} held out), "
-          f"{config.epochs} epochs, device {device}{', bf16' if use_bf16 else ''}, "
+          f"{config.epochs} epochs, {terms}, device {device}{', bf16' if use_bf16 else ''}, "
           f"{count_parameters(model) / 1e6:.2f} M parameters")
     for epoch in range(start_epoch, config.epochs):
-        model.train()
-        if config.freeze_bn:
-            _freeze_batchnorm(model)
-        seen = correct = 0
-        loss_sum = 0.0
-        t0 = time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, unit="batch")
-        for batch in bar:
-            images, labels = batch[0], batch[-1]  # PairedCopies adds the teacher's view in between
-            images = images.to(device, memory_format=memory_format, non_blocking=True)
-            teacher_images = batch[1].to(device, memory_format=memory_format) if len(batch) == 3 else images
-            labels = labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(images)
-                loss = criterion(logits.float(), labels)
-                if teacher is not None:
-                    loss = ((1 - config.distill_alpha) * loss
-                            + config.distill_alpha * teacher.loss(teacher_images, logits))
-            if not torch.isfinite(loss):
-                raise WoofError(f"loss became {loss.item()} at epoch {epoch + 1}; lower lr "
-                                f"(the last good checkpoint is {checkpoint_path})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            seen += len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
-            loss_sum += loss.item() * len(labels)
-            elapsed = time.perf_counter() - t0
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                            img_s=f"{seen / elapsed:.1f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        epoch_seconds = time.perf_counter() - t0
-        train_seconds += epoch_seconds
-        row = {"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 4), "train_acc": round(correct / seen, 4),
-               "lr": scheduler.get_last_lr()[0], "seconds": round(epoch_seconds, 1),
-               "images_per_s": round(seen / epoch_seconds, 1), "holdout_acc": ""}
-        if held:
-            def holdout_acc(module, images) -> float:
-                logits, labels = predict_logits(module, images, spec, batch_size=64, workers=config.workers,
-                                                progress=progress, device=device)
-                return round(float((logits.argmax(1) == labels).mean()), 4)
-
-            row["holdout_acc"] = holdout_acc(model, held)
+        row = {"epoch": epoch + 1, **train_one_epoch(
+            model, objective, loader, optimizer, scheduler, device, memory_format, use_bf16, ema,
+            config.freeze_bn, f"epoch {epoch + 1}/{config.epochs}", progress), "holdout_acc": ""}
+        train_seconds += row["seconds"]
+        image_passes += row["image_passes"]
+        if held and config.ce_weight:
+            row["holdout_acc"] = evaluate_holdout(model, held, spec, device, config.workers, progress)
             if held_also:
-                row[f"holdout_acc_{Path(config.holdout_also).name}"] = holdout_acc(model, held_also)
+                row[f"holdout_acc_{Path(config.holdout_also).name}"] = evaluate_holdout(
+                    model, held_also, spec, device, config.workers, progress)
             if ema is not None:  # the same images, so raw and averaged weights compare pairwise
-                row["holdout_acc_ema"] = holdout_acc(ema.module, held)
+                row["holdout_acc_ema"] = evaluate_holdout(ema.module, held, spec, device, config.workers, progress)
         _atomic_torch_save({
             "config": config.to_dict(), "epoch": epoch + 1, "train_seconds": train_seconds,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "image_passes": image_passes, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "barlow": barlow.state_dict() if barlow is not None else None,
             "scheduler": scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
             "ema": ema.state_dict() if ema is not None else None,
             "rng_python": _save_py_rng(random.getstate()), "command": command or (state or {}).get("command"),
@@ -260,18 +354,19 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
             if new_file:
                 writer.writeheader()
             writer.writerow(row)
-        print(f"epoch {epoch + 1}: loss {row['train_loss']}, train acc {row['train_acc']}, "
-              f"{row['images_per_s']} img/s, {row['seconds']} s"
-              + (f", hold-out acc {row['holdout_acc']}" if held else "")
+        print(f"epoch {epoch + 1}: loss {row['train_loss']}"
+              + (f", train acc {row['train_acc']}" if row["train_acc"] != "" else "")
+              + "".join(f", {k} {row[k]}" for k in ("bt_on_diag", "bt_off_diag", "embedding_std") if k in row)
+              + f", {row['images_per_s']} img/s, {row['seconds']} s"
+              + (f", hold-out acc {row['holdout_acc']}" if row["holdout_acc"] != "" else "")
               + "".join(f", {k[len('holdout_acc_'):]} {v}" for k, v in row.items()
                         if k.startswith("holdout_acc_") and k != "holdout_acc_ema")
-              + (f" (moving average {row['holdout_acc_ema']})" if held and ema is not None else ""))
+              + (f" (moving average {row['holdout_acc_ema']})" if "holdout_acc_ema" in row else ""))
 
     if ema is not None:
         model = ema.module
     model = model.cpu().to(memory_format=torch.contiguous_format)
     if config.wise_alpha < 1:
-
         mix(model, config.model, config.wise_alpha)
     weights_path, sha = checkpoint.save_weights(model, out_dir)
     card = cards.new_card(
@@ -285,10 +380,12 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
               "noise": config.noise, "holdout_fraction": config.holdout,
               "holdout_seed": config.holdout_seed if held else None, **data_description(data_root)},
         training={"seconds": round(train_seconds, 1), "epochs": config.epochs, "hardware": checkpoint.hardware(),
-                  "device": str(device)},
+                  "device": str(device), "image_passes": image_passes, "objective": terms},
         has_imagenet_head=model.imagenet_head is not None,
         command=command or (state or {}).get("command"),
     )
+    if not config.ce_weight:  # a backbone for `woof train --init`: its breed head never learned anything
+        card["kind"] = "barlow_twins_pretrain"
     if config.wise_alpha < 1:
         card["wise_ft"] = {"alpha": config.wise_alpha, "source": "this run's final epoch"}
     if (out_dir / cards.CARD_FILE).exists():  # a retrained model continues its version line
@@ -296,116 +393,6 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     cards.write_card(out_dir, card)
     print(f"saved {weights_path} and {out_dir / cards.CARD_FILE}")
     return {"out": str(out_dir), "seconds": train_seconds, "card": card}
-
-
-class _Teacher:
-    """A frozen trained model whose softened predictions the student learns to match."""
-
-    def __init__(self, model, shift, scale, temperature: float):
-        self.model, self.shift, self.scale, self.temperature = model, shift, scale, temperature
-
-    def logits(self, images):
-        import torch
-
-        with torch.no_grad():
-            return self.model(images * self.scale + self.shift).float()
-
-    def loss(self, images, student_logits):
-        import torch.nn.functional as F
-
-        target = self.logits(images)
-        t = self.temperature
-        # KL(teacher || student) on softened distributions, times t^2 so its gradients keep their size.
-        return F.kl_div(F.log_softmax(student_logits.float() / t, 1), F.log_softmax(target / t, 1),
-                        reduction="batchmean", log_target=True) * t * t
-
-
-class _OnnxTeacher(_Teacher):
-    """The same frozen teacher run by onnxruntime (fp32): the same logits, 2-3x faster than eager PyTorch
-    on a CPU, which matters because the teacher's forward pass is a third of a distillation step."""
-
-    def __init__(self, session, shift, scale, temperature: float, input_name: str, output_name: str):
-        super().__init__(session, shift, scale, temperature)
-        self.input, self.output = input_name, output_name
-
-    def logits(self, images):
-        import torch
-
-        batch = (images * self.scale + self.shift).float().contiguous().numpy()  # NCHW, as exported
-        return torch.from_numpy(self.model.run([self.output], {self.input: batch})[0])
-
-
-def _onnx_teacher(teacher, card: dict[str, Any], size: int, shift, scale, temperature: float):
-    """An onnxruntime copy of the teacher at the student's crop size, if it matches PyTorch (else None)."""
-    import tempfile
-
-    import torch
-
-    try:
-        import onnxruntime  # noqa: F401
-
-        from .export import INPUT_NAME, OUTPUT_NAMES, export_onnx, ort_session
-    except ImportError:
-        return None
-    try:
-        with tempfile.TemporaryDirectory(prefix="woof-teacher-") as folder:  # the session keeps the model in memory
-            path = export_onnx(teacher, {**card["preprocessing"], "input_size": size}, Path(folder) / "teacher.onnx")
-            fast = _OnnxTeacher(ort_session(path, threads=torch.get_num_threads()), shift, scale, temperature,
-                                INPUT_NAME, OUTPUT_NAMES[0])
-        probe = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0))
-        gap = (fast.logits(probe) - _Teacher(teacher, shift, scale, temperature).logits(probe)).abs().max().item()
-    except Exception as exc:  # noqa: BLE001 - the PyTorch teacher always works; this is only a speed-up
-        print(f"teacher stays in PyTorch (onnxruntime copy failed: {exc})")
-        return None
-    if gap > 1e-3:
-        print(f"teacher stays in PyTorch (onnxruntime logits differ by {gap:.1e})")
-        return None
-    print(f"teacher runs in onnxruntime (largest logit difference to PyTorch {gap:.1e})")
-    return fast
-
-
-class _EnsembleTeacher(_Teacher):
-    """Several teachers as one: their logits averaged (each re-normalises the batch its own way)."""
-
-    def __init__(self, members: list[_Teacher], temperature: float):
-        super().__init__(None, 0, 1, temperature)
-        self.members = members
-
-    def logits(self, images):
-        return sum(member.logits(images) for member in self.members) / len(self.members)
-
-
-def _load_teacher(config: TrainConfig, spec: dict[str, Any], device, memory_format) -> _Teacher:
-    members = [_load_one_teacher(folder, config, spec, device, memory_format) for folder in config.teacher_dirs()]
-    return members[0] if len(members) == 1 else _EnsembleTeacher(members, config.distill_temperature)
-
-
-def _load_one_teacher(folder: Path, config: TrainConfig, spec: dict[str, Any], device, memory_format) -> _Teacher:
-    import torch
-
-    if folder.name.startswith(ZERO_SHOT_TEACHER):  # keeps what ImageNet pretraining knows (see README)
-
-        arch = folder.name[len(ZERO_SHOT_TEACHER):]
-        teacher = create_model(arch, pretrained="imagenet")
-        teacher.init_head_from_imagenet()  # its breed head = the ImageNet rows: forward() is the zero-shot answer
-        card = {"name": f"zero-shot {arch}", "architecture": arch, "preprocessing": default_preprocessing(arch)}
-    else:
-        teacher, card = load_model(folder)  # read_card checks the classes and their order
-    teacher.to(device, memory_format=memory_format).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    # The student's batch is normalised with its own mean/std; re-normalise for the teacher.
-    s_mean, s_std = (torch.tensor(spec[k], device=device).view(1, 3, 1, 1) for k in ("mean", "std"))
-    t_mean, t_std = (torch.tensor(card["preprocessing"][k], device=device).view(1, 3, 1, 1) for k in ("mean", "std"))
-    scale = s_std / t_std
-    shift = (s_mean - t_mean) / t_std
-    print(f"distilling from {card['name']} ({card['architecture']}, "
-          f"val top-1 {card.get('metrics', {}).get('val', {}).get('top1', '?')}), "
-          f"alpha {config.distill_alpha}, temperature {config.distill_temperature}")
-    fast = None
-    if device.type == "cpu" and config.teacher_runtime == "onnxruntime":
-        fast = _onnx_teacher(teacher, card, config.train_size, shift, scale, config.distill_temperature)
-    return fast or _Teacher(teacher, shift, scale, config.distill_temperature)
 
 
 def _save_py_rng(state) -> list:

@@ -1,6 +1,6 @@
 """The `woof` command. Each part declares its own subcommands; this file only puts them on one parser:
 
-    training/commands.py   data, train, eval, predict, export, wise, promote, calibrate
+    training/commands.py   data, train, pretrain, eval, knn, predict, export, wise, promote, calibrate
     handlers/archive.py    archive (model -> TorchServe .mar)
     scripts/serve.py       serve (TorchServe + gateway)
     scripts/bench.py       bench (A/B benchmark through TorchServe)
@@ -25,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="woof", description="Dog-breed recognition for the 10 Imagewoof breeds.")
     parser.add_argument("--version", action="version", version=f"woof {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (commands.add_data, commands.add_train, commands.add_eval, commands.add_predict,
-                commands.add_export, commands.add_wise, commands.add_promote, commands.add_calibrate,
+    for add in (commands.add_data, commands.add_train, commands.add_pretrain, commands.add_eval, commands.add_predict,
+                commands.add_knn, commands.add_export, commands.add_wise, commands.add_promote,
+                commands.add_calibrate,
                 add_archive, add_serve, add_bench, add_bot):
         add(sub)
     return parser
