@@ -19,6 +19,8 @@ from torch import nn
 
 from woof.errors import WoofError
 
+from . import distributed
+
 DEFAULT_LAMBDA = 0.0051
 
 
@@ -74,8 +76,15 @@ class BarlowTwins(nn.Module):
         if f_a.shape[0] < 2:
             raise WoofError("Barlow Twins needs at least 2 images per batch (the cross-correlation is over the "
                             "batch); raise batch_size")
-        z_a, z_b = self.projector(f_a), self.projector(f_b)
-        return self.criterion(z_a.float(), z_b.float()), correlation_terms(z_a.float(), z_b.float())
+        z_a, z_b = self.projector(f_a).float(), self.projector(f_b).float()
+        return self.global_loss(z_a, z_b)
+
+    def global_loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss over the global batch: under torchrun every process's embeddings are gathered first, so the
+        batch normalisation and the cross-correlation see all of them, as the reference's all-reduce of C does.
+        (The projector's own BatchNorm stays per process unless sync_bn turns it into SyncBatchNorm on CUDA.)"""
+        z_a, z_b = distributed.gather_batch(z_a), distributed.gather_batch(z_b)
+        return self.criterion(z_a, z_b), correlation_terms(z_a, z_b)
 
 
 def two_view_transforms(size: int, spec: dict[str, Any], min_scale: float = 0.08):

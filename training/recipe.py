@@ -91,6 +91,8 @@ class TrainConfig:
     optimizer: str = setting("adamw", "adamw | lars (LARS as in Barlow Twins; biases and norms get no decay)")
     init: str | None = setting(None, "start the backbone from a `woof pretrain` folder (with pretrained none)")
     freeze_backbone: bool = setting(False, "train the breed head only (a linear probe of the backbone)")
+    sync_bn: bool = setting(False, "under torchrun on CUDA: SyncBatchNorm in the Barlow Twins projector (PyTorch's "
+                                   "SyncBatchNorm refuses CPU tensors; the loss is over the global batch anyway)")
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": None})  # free-form notes, no flag
 
     @classmethod

@@ -24,13 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from woof import card as cards
 from woof.errors import WoofError
 from woof.files import atomic_path
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .checkpoint import load_model
 from .distill import load_teacher
 from .evaluate import predict_logits
@@ -92,59 +93,66 @@ def load_training_checkpoint(path: Path) -> dict[str, Any]:
                         "delete it to start over") from None
 
 
-class Objective:
+class Objective(torch.nn.Module):
     """The loss of one step, as weighted terms of the recipe: cross-entropy on the labels, distillation from
-    teachers (distill_alpha), Barlow Twins on two views (barlow_weight). Batches come as (images, labels),
-    (student view, teacher view, labels) from PairedCopies, or (view a, view b, labels) from TwoViews."""
+    teachers (distill_alpha), Barlow Twins on two views (barlow_weight). A module holding the model (and the
+    Barlow Twins projector), so that one DistributedDataParallel wrapper syncs everything a step trains.
+    Batches come as (images, labels), (student view, teacher view, labels) from PairedCopies, or (view a,
+    view b, labels) from TwoViews."""
 
-    def __init__(self, config: TrainConfig, teacher=None, barlow=None):
+    def __init__(self, config: TrainConfig, model, teacher=None, barlow=None):
         import torch
 
-        self.config, self.teacher, self.barlow = config, teacher, barlow
+        super().__init__()
+        self.config, self.model, self.barlow = config, model, barlow
+        self.teacher = teacher  # frozen, maybe an onnxruntime session: not a submodule, nothing to sync
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.views = 2 if barlow is not None else 1  # image-passes per sample
 
-    def __call__(self, model, batch, device, memory_format):
-        """(loss, breed logits or None, labels, extra log terms)."""
-        to = dict(memory_format=memory_format, non_blocking=True)
-        labels = batch[-1].to(device, non_blocking=True)
+    def forward(self, first, second, labels):
+        """(loss, breed logits or None, extra log terms) for one batch already on the device."""
         c = self.config
         if self.barlow is not None:
-            view_a, view_b = batch[0].to(device, **to), batch[1].to(device, **to)
-            f_a, f_b = model.features(view_a), model.features(view_b)
+            f_a, f_b = self.model.features(first), self.model.features(second)
             loss, terms = self.barlow(f_a, f_b)
             loss = c.barlow_weight * loss
             logits = None
             if c.ce_weight:
-                logits = model.head(f_a)
-                ce = (self.criterion(logits.float(), labels) + self.criterion(model.head(f_b).float(), labels)) / 2
+                logits = self.model.head(f_a)
+                ce = (self.criterion(logits.float(), labels)
+                      + self.criterion(self.model.head(f_b).float(), labels)) / 2
                 loss = loss + c.ce_weight * ce
-            return loss, logits, labels, terms
-        images = batch[0].to(device, **to)
-        logits = model(images)
+            return loss, logits, terms
+        logits = self.model(first)
         loss = c.ce_weight * self.criterion(logits.float(), labels)
         if self.teacher is not None:
-            teacher_images = batch[1].to(device, **to) if len(batch) == 3 else images
+            teacher_images = second if second is not None else first
             loss = (1 - c.distill_alpha) * loss + c.distill_alpha * self.teacher.loss(teacher_images, logits)
-        return loss, logits, labels, {}
+        return loss, logits, {}
 
 
-def train_one_epoch(model, objective: Objective, loader, optimizer, scheduler, device, memory_format, use_bf16: bool,
-                    ema=None, freeze_bn: bool = False, desc: str = "", progress: bool = True) -> dict[str, Any]:
-    """One pass over `loader`; returns the epoch's history row (loss, accuracy if labelled, speed, terms)."""
+def train_one_epoch(step, objective: Objective, loader, optimizer, scheduler, device, memory_format,
+                    use_bf16: bool, ema=None, freeze_bn: bool = False, desc: str = "",
+                    progress: bool = True) -> dict[str, Any]:
+    """One pass over `loader` through `step` (the objective, or its DistributedDataParallel wrapper); returns
+    the epoch's history row (loss, accuracy if labelled, speed, terms), summed over every process."""
     import torch
     from tqdm import tqdm
 
-    model.train()
+    objective.train()
     if freeze_bn:
-        _freeze_batchnorm(model)
-    seen = correct = 0
-    loss_sum, terms_sum = 0.0, {}
+        _freeze_batchnorm(objective.model)
+    sums = torch.zeros(3, dtype=torch.float64)  # photos, right, loss x photos
+    terms_sum: dict[str, float] = {}
     t0 = time.perf_counter()
     bar = tqdm(loader, desc=desc, disable=not progress, unit="batch")
+    to = dict(memory_format=memory_format, non_blocking=True)
     for batch in bar:
+        first = batch[0].to(device, **to)
+        second = batch[1].to(device, **to) if len(batch) == 3 else None
+        labels = batch[-1].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss, logits, labels, terms = objective(model, batch, device, memory_format)
+            loss, logits, terms = step(first, second, labels)
         if not torch.isfinite(loss):
             raise WoofError(f"loss became {loss.item()} ({desc}); lower lr (the last good checkpoint is kept)")
         optimizer.zero_grad(set_to_none=True)
@@ -152,26 +160,28 @@ def train_one_epoch(model, objective: Objective, loader, optimizer, scheduler, d
         optimizer.step()
         scheduler.step()
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update_parameters(objective.model)
         n = len(labels)
-        seen += n
-        loss_sum += loss.item() * n
-        if logits is not None:
-            correct += (logits.argmax(1) == labels).sum().item()
+        sums += torch.tensor([n, (logits.argmax(1) == labels).sum().item() if logits is not None else 0,
+                              loss.item() * n], dtype=torch.float64)
         for k, v in terms.items():
             terms_sum[k] = terms_sum.get(k, 0.0) + v * n
         elapsed = time.perf_counter() - t0
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{seen * objective.views / elapsed:.1f}",
+        bar.set_postfix(loss=f"{sums[2] / sums[0]:.3f}", img_s=f"{sums[0] * objective.views / elapsed:.1f}",
                         lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                        **({"acc": f"{correct / seen:.3f}"} if logits is not None else {}))
+                        **({"acc": f"{sums[1] / sums[0]:.3f}"} if logits is not None else {}))
     seconds = time.perf_counter() - t0
+    keys = sorted(terms_sum)
+    total = torch.cat([sums, torch.tensor([terms_sum[k] for k in keys], dtype=torch.float64)])
+    total = distributed.all_sum(total)
+    seen, correct, loss_sum = total[0].item(), total[1].item(), total[2].item()
     if not seen:
         raise WoofError("no full batch to train on: fewer training images than batch_size")
     return {"train_loss": round(loss_sum / seen, 4),
             "train_acc": round(correct / seen, 4) if objective.config.ce_weight else "",
             "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 1),
-            "image_passes": seen * objective.views, "images_per_s": round(seen * objective.views / seconds, 1),
-            **{k: round(v / seen, 5) for k, v in terms_sum.items()}}
+            "image_passes": int(seen) * objective.views, "images_per_s": round(seen * objective.views / seconds, 1),
+            **{k: round(total[3 + i].item() / seen, 5) for i, k in enumerate(keys)}}
 
 
 def evaluate_holdout(model, samples, spec, device, workers: int, progress: bool) -> float:
@@ -256,7 +266,12 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
                         "or choose another --out")
 
     _seed_everything(config.seed)
-    device = pick_device(config.device)
+    device = distributed.setup(pick_device(config.device))  # under torchrun: join the group, pick this rank's GPU
+    main_process, world = distributed.is_main(), distributed.world_size()
+    progress = progress and main_process
+    if config.sync_bn and device.type != "cuda":
+        raise WoofError("sync_bn needs CUDA (PyTorch's SyncBatchNorm refuses CPU tensors); on CPU the Barlow Twins "
+                        "loss is taken over the global batch without it")
     use_bf16 = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
 
@@ -280,14 +295,24 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
 
         barlow = BarlowTwins(model.backbone.num_features if hasattr(model.backbone, "num_features")
                              else model.head.in_features, parse_widths(config.projector), config.barlow_lambda)
+        if config.sync_bn and world > 1:
+            barlow = torch.nn.SyncBatchNorm.convert_sync_batchnorm(barlow)
         barlow.to(device)
+    if config.barlow_weight and not config.ce_weight:
+        model.head.requires_grad_(False)  # self-supervised only: the breed head gets no gradient (DDP insists)
     if state:
         model.load_state_dict(state["model"])
         if barlow is not None:
             barlow.load_state_dict(state["barlow"])
     model.to(device, memory_format=memory_format)
     teacher = load_teacher(config, spec, device, memory_format) if config.teacher_names() else None
-    objective = Objective(config, teacher, barlow)
+    objective = Objective(config, model, teacher, barlow)
+    torch.manual_seed(config.seed + distributed.rank())  # the same start everywhere, then each rank its own draws
+    step = objective
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     ema = None
     if config.ema_decay:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -295,7 +320,7 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
 
     optimizer = make_optimizer(config, model, [barlow] if barlow is not None else [])
-    steps_per_epoch = max(1, len(samples) // config.batch_size)
+    steps_per_epoch = max(1, len(samples) // (config.batch_size * world))  # batch_size is per process
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -311,61 +336,79 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
             ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng_torch"])
         random.setstate(_restore_py_rng(state["rng_python"]))
+        if world > 1:  # rank 0's saved state, then each rank its own augmentation again
+            torch.manual_seed(config.seed + 1000 * start_epoch + distributed.rank())
+            random.seed(config.seed + 1000 * start_epoch + distributed.rank())
 
     generator = torch.Generator().manual_seed(config.seed + start_epoch)
-    loader = DataLoader(training_set(config, samples, spec), batch_size=config.batch_size,
-                        shuffle=True, drop_last=True, num_workers=config.workers, generator=generator,
+    dataset = training_set(config, samples, spec)
+    sampler = None
+    if world > 1:  # each rank its share of a per-epoch reshuffle of the same order (set_epoch below)
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                        drop_last=True, num_workers=config.workers, generator=generator,
                         persistent_workers=config.workers > 0, pin_memory=device.type == "cuda")
-    out_dir.mkdir(parents=True, exist_ok=True)
     history_path = out_dir / HISTORY_FILE
-    if start_epoch == 0:
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        history_path.unlink(missing_ok=True)
+    if main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if start_epoch == 0:
+            (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            history_path.unlink(missing_ok=True)
 
     terms = " + ".join(t for t, on in (("cross-entropy", config.ce_weight), ("distillation", teacher is not None),
                                        ("Barlow Twins", barlow is not None)) if on)
-    print(f"training {config.model} on {len(samples)} images ({len(held)} held out), "
-          f"{config.epochs} epochs, {terms}, device {device}{', bf16' if use_bf16 else ''}, "
-          f"{count_parameters(model) / 1e6:.2f} M parameters")
+    say = print if main_process else (lambda *a, **k: None)
+    say(f"training {config.model} on {len(samples)} images ({len(held)} held out), "
+        f"{config.epochs} epochs, {terms}, device {device}{', bf16' if use_bf16 else ''}"
+        + (f", {world} processes x batch {config.batch_size}" if world > 1 else "")
+        + f", {count_parameters(model) / 1e6:.2f} M parameters")
     for epoch in range(start_epoch, config.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         row = {"epoch": epoch + 1, **train_one_epoch(
-            model, objective, loader, optimizer, scheduler, device, memory_format, use_bf16, ema,
+            step, objective, loader, optimizer, scheduler, device, memory_format, use_bf16, ema,
             config.freeze_bn, f"epoch {epoch + 1}/{config.epochs}", progress), "holdout_acc": ""}
         train_seconds += row["seconds"]
         image_passes += row["image_passes"]
-        if held and config.ce_weight:
-            row["holdout_acc"] = evaluate_holdout(model, held, spec, device, config.workers, progress)
-            if held_also:
-                row[f"holdout_acc_{Path(config.holdout_also).name}"] = evaluate_holdout(
-                    model, held_also, spec, device, config.workers, progress)
-            if ema is not None:  # the same images, so raw and averaged weights compare pairwise
-                row["holdout_acc_ema"] = evaluate_holdout(ema.module, held, spec, device, config.workers, progress)
-        _atomic_torch_save({
-            "config": config.to_dict(), "epoch": epoch + 1, "train_seconds": train_seconds,
-            "image_passes": image_passes, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "barlow": barlow.state_dict() if barlow is not None else None,
-            "scheduler": scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "rng_python": _save_py_rng(random.getstate()), "command": command or (state or {}).get("command"),
-        }, checkpoint_path)
-        new_file = not history_path.exists()
-        with history_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
-        print(f"epoch {epoch + 1}: loss {row['train_loss']}"
-              + (f", train acc {row['train_acc']}" if row["train_acc"] != "" else "")
-              + "".join(f", {k} {row[k]}" for k in ("bt_on_diag", "bt_off_diag", "embedding_std") if k in row)
-              + f", {row['images_per_s']} img/s, {row['seconds']} s"
-              + (f", hold-out acc {row['holdout_acc']}" if row["holdout_acc"] != "" else "")
-              + "".join(f", {k[len('holdout_acc_'):]} {v}" for k, v in row.items()
-                        if k.startswith("holdout_acc_") and k != "holdout_acc_ema")
-              + (f" (moving average {row['holdout_acc_ema']})" if "holdout_acc_ema" in row else ""))
+        if main_process:  # every rank holds the same weights: rank 0 scores the whole hold-out, unpadded
+            if held and config.ce_weight:
+                row["holdout_acc"] = evaluate_holdout(model, held, spec, device, config.workers, progress)
+                if held_also:
+                    row[f"holdout_acc_{Path(config.holdout_also).name}"] = evaluate_holdout(
+                        model, held_also, spec, device, config.workers, progress)
+                if ema is not None:  # the same images, so raw and averaged weights compare pairwise
+                    row["holdout_acc_ema"] = evaluate_holdout(ema.module, held, spec, device, config.workers,
+                                                              progress)
+            _atomic_torch_save({
+                "config": config.to_dict(), "epoch": epoch + 1, "train_seconds": train_seconds,
+                "image_passes": image_passes, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "barlow": barlow.state_dict() if barlow is not None else None,
+                "scheduler": scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "rng_python": _save_py_rng(random.getstate()), "command": command or (state or {}).get("command"),
+            }, checkpoint_path)
+            _append_history(history_path, row)
+            say(f"epoch {epoch + 1}: loss {row['train_loss']}"
+                + (f", train acc {row['train_acc']}" if row["train_acc"] != "" else "")
+                + "".join(f", {k} {row[k]}" for k in ("bt_on_diag", "bt_off_diag", "embedding_std") if k in row)
+                + f", {row['images_per_s']} img/s, {row['seconds']} s"
+                + (f", hold-out acc {row['holdout_acc']}" if row["holdout_acc"] != "" else "")
+                + "".join(f", {k[len('holdout_acc_'):]} {v}" for k, v in row.items()
+                          if k.startswith("holdout_acc_") and k != "holdout_acc_ema")
+                + (f" (moving average {row['holdout_acc_ema']})" if "holdout_acc_ema" in row else ""))
+        distributed.barrier()  # the others wait while rank 0 evaluates and writes
 
+    if world > 1:
+        _check_replicas_agree(model)
     if ema is not None:
         model = ema.module
     model = model.cpu().to(memory_format=torch.contiguous_format)
+    if not main_process:
+        distributed.barrier()
+        distributed.cleanup()
+        return {"out": str(out_dir), "seconds": train_seconds, "card": None}
     if config.wise_alpha < 1:
         mix(model, config.model, config.wise_alpha)
     weights_path, sha = checkpoint.save_weights(model, out_dir)
@@ -380,7 +423,8 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
               "noise": config.noise, "holdout_fraction": config.holdout,
               "holdout_seed": config.holdout_seed if held else None, **data_description(data_root)},
         training={"seconds": round(train_seconds, 1), "epochs": config.epochs, "hardware": checkpoint.hardware(),
-                  "device": str(device), "image_passes": image_passes, "objective": terms},
+                  "device": str(device), "image_passes": image_passes, "objective": terms,
+                  "processes": world, "global_batch": config.batch_size * world},
         has_imagenet_head=model.imagenet_head is not None,
         command=command or (state or {}).get("command"),
     )
@@ -391,8 +435,29 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     if (out_dir / cards.CARD_FILE).exists():  # a retrained model continues its version line
         cards.succeed(card, cards.read_card(out_dir))  # metrics are not kept: new weights
     cards.write_card(out_dir, card)
-    print(f"saved {weights_path} and {out_dir / cards.CARD_FILE}")
+    say(f"saved {weights_path} and {out_dir / cards.CARD_FILE}")
+    distributed.barrier()
+    distributed.cleanup()
     return {"out": str(out_dir), "seconds": train_seconds, "card": card}
+
+
+def _append_history(path: Path, row: dict[str, Any]) -> None:
+    new_file = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new_file:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _check_replicas_agree(model) -> None:
+    """DistributedDataParallel keeps the replicas equal; check it before rank 0 saves (a cheap checksum)."""
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
+    total = distributed.all_sum(checksum.clone())
+    if not torch.allclose(total, checksum * distributed.world_size(), rtol=1e-9, atol=1e-6):
+        raise WoofError("the processes' weights differ after training (a DistributedDataParallel bug?)")
+    if distributed.is_main():
+        print(f"parameters identical across {distributed.world_size()} processes")
 
 
 def _save_py_rng(state) -> list:

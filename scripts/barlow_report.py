@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""The Barlow Twins research table, from the runs scripts/barlow_rows.sh leaves in runs/research/.
+
+Each row: architecture, resolution, data, epochs, image-passes (forward+backward images; two per photo for the
+two-view objectives: the unit of an equal budget), wall time, images/s, and val top-1 (one `woof eval` per
+run, on the 160 px val) or kNN top-1, with 95 % intervals; pairs at equal budget get an exact McNemar test on
+the same val images. Rows that have not run yet say so. Research rows never choose a shipped recipe.
+
+    .venv/bin/python scripts/barlow_report.py [--runs runs/research]
+Writes reports/barlow_twins.md and copies each run's card.json and history.csv (not its weights) to
+reports/barlow_twins/<run>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from training.evaluate import mcnemar_exact, wilson_interval  # noqa: E402
+from woof.files import atomic_write_text  # noqa: E402
+
+ROWS = [  # (run folder, what, leak-free?)
+    ("scratch-ce-128-5ep", "plain cross-entropy, random init, 5 epochs (the leaderboard's 128 px / 5 epoch row)", True),
+    ("scratch-ce-128", "plain cross-entropy, random init, 50 epochs", True),
+    ("random-lite0", "kNN on a randomly initialised network (the floor)", True),
+    ("bt-pretrain-128", "Barlow Twins pretraining, random init, 20 epochs: kNN on its backbone", True),
+    ("bt-finetune-128", "Barlow Twins 20 epochs, then cross-entropy 10 epochs", True),
+    ("joint-bt-ce-128", "joint Barlow Twins + cross-entropy, random init, 25 epochs", True),
+    ("imagenet-ce", "plain fine-tune from ImageNet (training/configs/lite0.yaml), 3 epochs", False),
+    ("imagenet-joint", "joint Barlow Twins + cross-entropy from ImageNet, 2 epochs", False),
+]
+PAIRS = [("bt-finetune-128", "scratch-ce-128"), ("joint-bt-ce-128", "scratch-ce-128"),
+         ("imagenet-joint", "imagenet-ce")]
+LEADERBOARD = "fast.ai Imagewoof leaderboard, random init, val top-1: 128 px 5 epochs 76.61 %, 20 epochs 86.27 %"
+
+
+def correct_by_file(run: Path) -> dict[str, bool] | None:
+    path = run / "report" / "predictions.csv"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        return {r["file"]: r["correct"] == "1" for r in csv.DictReader(f)}
+
+
+def describe(run: Path) -> dict:
+    card = json.loads((run / "card.json").read_text()) if (run / "card.json").is_file() else {}
+    knn = json.loads((run / "knn.json").read_text()) if (run / "knn.json").is_file() else None
+    training = card.get("training", {})
+    recipe = card.get("recipe", {})
+    passes, seconds = training.get("image_passes"), training.get("seconds")
+    val = card.get("metrics", {}).get("val")
+    return {"card": card, "knn": knn, "architecture": card.get("architecture") or (knn or {}).get("model", "?"),
+            "size": recipe.get("train_size") or (knn or {}).get("input_size"), "epochs": training.get("epochs"),
+            "passes": passes, "seconds": seconds,
+            "rate": round(passes / seconds, 1) if passes and seconds else None, "val": val}
+
+
+def cell_acc(d: dict) -> str:
+    if d["val"]:
+        v = d["val"]
+        return f"{v['top1']:.2%} ({v['correct']}/{v['total']}, {v['ci95'][0]:.1%}–{v['ci95'][1]:.1%})"
+    if d["knn"]:
+        k = d["knn"]
+        total = int(k["queries"].rsplit(",", 1)[1])
+        correct = round(k["top1"] * total)
+        low, high = wilson_interval(correct, total)
+        return f"kNN {k['top1']:.2%} ({correct}/{total}, {low:.1%}–{high:.1%})"
+    return "not run yet"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", default=str(ROOT / "runs" / "research"))
+    p.add_argument("--out", default=str(ROOT / "reports"))
+    args = p.parse_args(argv)
+    runs, out = Path(args.runs), Path(args.out)
+    lines = ["# Barlow Twins: self-supervised pretraining and joint training, at equal image-passes", "",
+             "Regenerate: `scripts/barlow_rows.sh && .venv/bin/python scripts/barlow_report.py`. Data: the 160 px "
+             "imagewoof2 train split minus the fixed 10 % hold-out (never read), val scored once per run. "
+             f"Reference: {LEADERBOARD} (GPUs and larger budgets; ours is a 2-core CPU).", "",
+             "| run | what | leak-free | arch | px | epochs | image-passes | wall time | images/s | val top-1 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, what, leak_free in ROWS:
+        d = describe(runs / name)
+        minutes = f"{d['seconds'] / 60:.0f} min" if d["seconds"] else "–"
+        lines.append(f"| {name} | {what} | {'yes' if leak_free else 'no (ImageNet init)'} | {d['architecture']} | "
+                     f"{d['size'] or '–'} | {d['epochs'] or '–'} | {d['passes'] or '–'} | {minutes} | "
+                     f"{d['rate'] or '–'} | {cell_acc(d)} |")
+        if (runs / name / "card.json").is_file():
+            keep = out / "barlow_twins" / name
+            keep.mkdir(parents=True, exist_ok=True)
+            for f in ("card.json", "history.csv", "knn.json"):
+                if (runs / name / f).is_file():
+                    shutil.copy2(runs / name / f, keep / f)
+    lines += ["", "Paired tests on the same val images (exact McNemar):", ""]
+    for a, b in PAIRS:
+        ca, cb = correct_by_file(runs / a), correct_by_file(runs / b)
+        if ca is None or cb is None:
+            lines.append(f"- {a} vs {b}: not run yet")
+            continue
+        files = sorted(set(ca) & set(cb))
+        test = mcnemar_exact(np.array([ca[f] for f in files]), np.array([cb[f] for f in files]))
+        lines.append(f"- {a} vs {b}: {test['only_model_right']} val images right only for {a}, "
+                     f"{test['only_zero_shot_right']} only for {b}; exact McNemar p = {test['p_value']:.3g}")
+    atomic_write_text(out / "barlow_twins.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The Barlow Twins research rows (issue: Barlow Twins), one heavy job at a time, each resumable: rerun after a
+# crash or a stop and every finished run is skipped, an unfinished one continues from its last epoch.
+#   scripts/barlow_rows.sh [ROW ...]      rows: scratch5 scratch bt knn finetune joint imagenet
+# Data: the 160 px set (DATA_160, default ../shared/data/imagewoof2-160); runs go to runs/research/.
+# Then: .venv/bin/python scripts/barlow_report.py (reports/barlow_twins.md). Val is scored once per row.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data="${DATA_160:-../shared/data/imagewoof2-160}"
+woof=".venv/bin/woof"
+out="runs/research"
+configs="training/configs/research"
+rows=("$@")
+[ ${#rows[@]} -gt 0 ] || rows=(scratch5 bt knn finetune joint scratch imagenet)
+
+train() {  # NAME RECIPE [FLAGS...]: train once (resume if interrupted), then score val once
+  local name="$1" recipe="$2"; shift 2
+  if [ ! -f "$out/$name/model.safetensors" ]; then
+    if [ -f "$out/$name/last.pt" ]; then
+      $woof train --out "$out/$name" --data "$data" --resume --quiet
+    else
+      $woof train --config "$configs/$recipe.yaml" --data "$data" --out "$out/$name" --name "$name" --quiet "$@"
+    fi
+  fi
+  [ -f "$out/$name/report/metrics.json" ] || $woof eval "$out/$name" --data "$data" --update-card --quiet
+}
+
+for row in "${rows[@]}"; do
+  case "$row" in
+    scratch5) train scratch-ce-128-5ep scratch_ce_128 --epochs 5 ;;
+    scratch) train scratch-ce-128 scratch_ce_128 ;;
+    bt)
+      if [ ! -f "$out/bt-pretrain-128/model.safetensors" ]; then
+        if [ -f "$out/bt-pretrain-128/last.pt" ]; then
+          $woof pretrain --out "$out/bt-pretrain-128" --data "$data" --resume --quiet
+        else
+          $woof pretrain --config "$configs/bt_pretrain_128.yaml" --data "$data" --out "$out/bt-pretrain-128" --quiet
+        fi
+      fi ;;
+    knn)
+      [ -f "$out/bt-pretrain-128/knn.json" ] || $woof knn "$out/bt-pretrain-128" --data "$data" --size 128 --quiet
+      [ -f "$out/random-lite0/knn.json" ] || $woof knn --random efficientnet_lite0 --data "$data" --size 128 \
+        --out "$out/random-lite0" --quiet ;;
+    finetune) train bt-finetune-128 bt_finetune_128 --init "$out/bt-pretrain-128" ;;
+    joint) train joint-bt-ce-128 joint_bt_ce_128 ;;
+    imagenet)
+      train imagenet-ce ../lite0 --holdout 0.1  # the plain fine-tune at the same budget (3 epochs x 1 view)
+      train imagenet-joint imagenet_joint_bt_ce ;;
+    *) echo "unknown row $row (scratch5 scratch bt knn finetune joint imagenet)" >&2; exit 2 ;;
+  esac
+done
