@@ -38,7 +38,9 @@ for row in "${rows[@]}"; do
         fi
       fi ;;
     knn)
-      [ -f "$out/bt-pretrain-128/knn.json" ] || $woof knn "$out/bt-pretrain-128" --data "$data" --size 128 --quiet
+      if [ -f "$out/bt-pretrain-128/model.safetensors" ] && [ ! -f "$out/bt-pretrain-128/knn.json" ]; then
+        $woof knn "$out/bt-pretrain-128" --data "$data" --size 128 --quiet
+      fi
       [ -f "$out/random-lite0/knn.json" ] || $woof knn --random efficientnet_lite0 --data "$data" --size 128 \
         --out "$out/random-lite0" --quiet ;;
     finetune) train bt-finetune-128 bt_finetune_128 --init "$out/bt-pretrain-128" ;;
