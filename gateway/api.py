@@ -11,7 +11,7 @@ from .errors import ApiError
 from .limits import retry_after
 from .openapi import spec
 from .state import choose_model
-from .torchserve import card_fields, ready_workers, valid_name
+from .torchserve import card_fields, metric_label, ready_workers, valid_name
 
 bp = Blueprint("api", __name__)
 
@@ -95,7 +95,7 @@ def predict():
     try:
         # counted before the check below: /admin/unregister marks the model retiring, then waits for this
         # count to reach 0 (TorchServe 0.12 never answers requests still queued for a model it unregisters)
-        with metrics.INFLIGHT.labels(model).track_inprogress():
+        with metrics.INFLIGHT.labels(metric_label(model, x.known_models)).track_inprogress():
             if model in x.state.read().get("retiring", ()):
                 g.model = "unknown"
                 raise upstream_error(404, None, model, route)

@@ -16,7 +16,7 @@ from .config import Settings
 from .errors import register_error_handlers
 from .limits import RateLimiter
 from .state import StateFile
-from .torchserve import CardCache, TorchServe
+from .torchserve import CardCache, KnownModels, TorchServe
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -37,6 +37,8 @@ def create_app(config: dict | None = None) -> Flask:
         limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
         inflight=threading.BoundedSemaphore(settings.max_inflight),
     )
+    x = app.extensions["woof"]
+    x.known_models = KnownModels(x.torchserve)
     if not logging.getLogger("gateway").handlers:
         logging.getLogger("gateway").setLevel(logging.INFO)
 

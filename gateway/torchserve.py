@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,35 @@ class TorchServe:
             token = body.get("nextPageToken")
             if not token:
                 return models
+
+
+class KnownModels:
+    """The model names TorchServe has registered, refreshed at most every `ttl` seconds (a miss refreshes
+    once a second at most): metrics are labelled only with these, so a client's made-up `?model=` names
+    cannot grow the label set without bound."""
+
+    def __init__(self, torchserve: TorchServe, ttl: float = 5.0):
+        self.torchserve, self.ttl = torchserve, ttl
+        self._names: frozenset[str] = frozenset()
+        self._fetched = 0.0
+        self._lock = threading.Lock()
+
+    def __contains__(self, name: str) -> bool:
+        now = time.monotonic()
+        age = now - self._fetched
+        if age > self.ttl or (name not in self._names and age > 1.0):
+            with self._lock:
+                if time.monotonic() - self._fetched > min(age, 1.0):
+                    try:
+                        self._names = frozenset(m["modelName"] for m in self.torchserve.list_models())
+                    except (ApiError, KeyError, TypeError):
+                        pass  # TorchServe unreachable: keep the last list; the request itself will say so
+                    self._fetched = time.monotonic()
+        return name in self._names
+
+
+def metric_label(name: str, known: KnownModels) -> str:
+    return name if name in known else "unknown"
 
 
 def ready_workers(versions: list[dict] | None) -> int:

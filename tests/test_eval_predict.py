@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import numpy as np
@@ -162,3 +163,28 @@ def test_predict_refuses_a_broken_open_set_section(tiny_model_dir, data_root, tm
     write_card(model_dir, card)
     assert main(["predict", dog, "--model-dir", str(model_dir)]) == 2
     assert "no open-set calibration for fp32" in capsys.readouterr().err
+
+
+def test_the_readme_predict_sample_is_the_committed_model_s_real_output(capsys):
+    """README's `woof predict` sample (text and --json) is what the committed default model prints now."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("$ .venv/bin/woof predict training/examples/*.jpg"):]
+    block = block[:block.index("```")]
+    text_part, json_part = block.split("$ .venv/bin/woof predict training/examples/beagle.jpg --json\n")
+    shown_text = [line for line in text_part.splitlines()[1:] if line.strip() != "..."]
+    examples = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "training" / "examples").glob("*.jpg"))
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        assert main(["predict", *examples]) == 0
+        actual_text = capsys.readouterr().out.splitlines()
+        assert main(["predict", "training/examples/beagle.jpg", "--json"]) == 0
+        actual = json.loads(capsys.readouterr().out)
+    finally:
+        os.chdir(cwd)
+    assert shown_text == actual_text[:len(shown_text)]
+    shown = json.loads(re.sub(r", \.\.\.\]", "]", json_part.strip()))  # the sample elides top_k after the first
+    assert shown["top_k"] == actual["top_k"][:len(shown["top_k"])]
+    assert {k: v for k, v in shown.items() if k != "top_k"} == {k: v for k, v in actual.items() if k != "top_k"}

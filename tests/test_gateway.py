@@ -259,6 +259,15 @@ def test_metrics_add_up_over_all_gunicorn_workers(gateway, photos):
     assert "woof_gateway_torchserve_inflight" in after
 
 
+def test_made_up_model_names_never_become_metric_labels(gateway, photos):
+    names = [f"no-such-model-{i}" for i in range(5)]
+    for name in names:
+        r = post(gateway, photos[0], params={"model": name}, headers={"X-Client-Id": "label-prober"})
+        assert_error(r, 404, "unknown_model")
+    text = requests.get(f"{gateway.url}/metrics", timeout=10).text
+    assert not [name for name in names if name in text]  # the in-flight gauge once took any ?model= as a label
+
+
 def test_100_concurrent_requests(gateway, photos):
     def one(i):
         start = time.perf_counter()
