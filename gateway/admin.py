@@ -93,6 +93,8 @@ def register():
         params={"url": archive, "model_name": name, "initial_workers": workers, "synchronous": "true"})
     if status != 200:
         raise ts_error(status, answer, f"registering {archive}")
+    with ext().state.update() as state:  # woof serve re-registers these if TorchServe has to be restarted
+        state["registered"] = {**state.get("registered", {}), name: {"archive": archive, "workers": workers}}
     return jsonify({"model": name, "archive": archive, "workers": workers,
                     "seconds": round(time.perf_counter() - start, 2)}), 201
 
@@ -125,6 +127,12 @@ def unregister():
                 state.pop("retiring", None)
     if status != 200:
         raise ts_error(status, answer, f"unregistering {name}")
+    with ext().state.update() as state:
+        registered = {k: v for k, v in state.get("registered", {}).items() if k != name}
+        if registered:
+            state["registered"] = registered
+        else:
+            state.pop("registered", None)
     return jsonify({"model": name, "unregistered": True})
 
 

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -200,6 +201,9 @@ def start_torchserve(config: str | Path = CONFIG, cwd: str | Path = REPO, env: d
                         "woof serve --stop stops it)")
     if _server_pid(env) is not None:
         raise WoofError(f"TorchServe is already running (pid file {pid_file(env)}); woof serve --stop stops it")
+    if pid_file(env).exists():  # left by a TorchServe that died: its launcher would refuse on a reused pid
+        pid_file(env).unlink(missing_ok=True)
+        log(f"removed the stale TorchServe pid file {pid_file(env)} (no TorchServe runs)")
     cmd = [torchserve_command(), "--start", "--ts-config", str(config), "--ncs", *(extra_args or [])]
     if foreground:
         cmd.append("--foreground")
@@ -411,7 +415,12 @@ def cmd_serve(args) -> int:
     if args.detach:
         print("woof serve --stop stops " + ("the gateway" if args.only else "the gateway and TorchServe"))
         return 0
-    return supervise(gateway, stop_ts=args.only is None, cwd=config.parent, logs=logs)
+    keeper = None
+    if args.only is None:  # woof serve started TorchServe: it keeps it alive too
+        state_dir = Path(os.environ.get("WOOF_STATE_DIR") or logs / "gateway")
+        keeper = TorchServeKeeper(config, config.parent, state_dir, timeout=args.timeout,
+                                  log=lambda m: print(m, file=sys.stderr, flush=True))
+    return supervise(gateway, stop_ts=args.only is None, cwd=config.parent, logs=logs, keeper=keeper)
 
 
 def log_dir() -> Path:
@@ -419,8 +428,64 @@ def log_dir() -> Path:
     return Path(os.environ.get("LOG_LOCATION") or LOGS)
 
 
-def supervise(gateway: subprocess.Popen, stop_ts: bool, cwd: Path, logs: Path = LOGS) -> int:
-    """Wait until Ctrl-C, SIGTERM or the gateway's own exit; then stop the gateway, then TorchServe."""
+RESTART_DELAYS = (1, 2, 4, 8, 16)  # seconds before each restart attempt; then woof serve gives up (exit 3)
+CHECK_EVERY = 2.0  # seconds between checks that TorchServe's Java server still runs
+
+
+class TorchServeKeeper:
+    """Restarts a TorchServe that died (with backoff), then re-registers the archives the gateway's state
+    records as registered through /admin/register (the default model and the A/B split live in that state
+    already). After RESTART_DELAYS attempts in a row fail, `restart` returns False."""
+
+    def __init__(self, config: Path, cwd: Path, state_dir: Path, timeout: float = 180.0, log=print):
+        self.config, self.cwd, self.state_dir, self.timeout, self.log = config, cwd, state_dir, timeout, log
+        self.props = read_properties(config)
+        self.restarts = 0
+
+    def alive(self) -> bool:
+        return _server_pid({}) is not None
+
+    def restart(self) -> bool:
+        for attempt, delay in enumerate(RESTART_DELAYS, 1):
+            time.sleep(delay)
+            started = time.monotonic()
+            try:
+                start_torchserve(self.config, cwd=self.cwd, timeout=self.timeout, log=self.log)
+            except WoofError as e:
+                self.log(f"restart {attempt}/{len(RESTART_DELAYS)} of TorchServe failed: {e}")
+                stop_torchserve(cwd=self.cwd)
+                continue
+            self.restarts += 1
+            restored = self.restore()
+            self.log(f"TorchServe restarted in {time.monotonic() - started:.0f} s (restart {self.restarts})"
+                     + (f"; re-registered {', '.join(restored)}" if restored else ""))
+            return True
+        return False
+
+    def restore(self) -> list[str]:
+        from gateway.state import StateFile
+
+        registered = StateFile(self.state_dir).read().get("registered") or {}
+        management = self.props.get("management_address", "http://127.0.0.1:8081")
+        done = []
+        for name, entry in sorted(registered.items()):
+            if model_ready(management, name):
+                continue
+            query = urllib.parse.urlencode({"url": entry["archive"], "model_name": name, "synchronous": "true",
+                                            "initial_workers": entry.get("workers", 1)})
+            try:
+                with urllib.request.urlopen(urllib.request.Request(f"{management}/models?{query}", method="POST"),
+                                            timeout=self.timeout):
+                    done.append(name)
+            except (OSError, ValueError) as e:
+                self.log(f"could not re-register {name} ({entry['archive']}): {e}")
+        return done
+
+
+def supervise(gateway: subprocess.Popen, stop_ts: bool, cwd: Path, logs: Path = LOGS,
+              keeper: TorchServeKeeper | None = None) -> int:
+    """Wait until Ctrl-C, SIGTERM or the gateway's own exit, restarting TorchServe when it dies (`keeper`);
+    then stop the gateway, then TorchServe. Exit 3 when TorchServe cannot be brought back."""
     def on_signal(signum, frame):
         raise KeyboardInterrupt
 
@@ -428,8 +493,21 @@ def supervise(gateway: subprocess.Popen, stop_ts: bool, cwd: Path, logs: Path = 
     print("serving; Ctrl-C stops " + ("the gateway and TorchServe" if stop_ts else "the gateway"), flush=True)
     code = 0
     try:
-        code = gateway.wait()
-        print(f"the gateway exited ({code}); see {logs / 'gateway.log'}", file=sys.stderr)
+        while True:
+            try:
+                code = gateway.wait(timeout=CHECK_EVERY)
+                print(f"the gateway exited ({code}); see {logs / 'gateway.log'}", file=sys.stderr)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if keeper is not None and not keeper.alive():
+                print("TorchServe died; restarting it (the gateway answers 503 meanwhile)", file=sys.stderr,
+                      flush=True)
+                if not keeper.restart():
+                    print(f"TorchServe did not come back after {len(RESTART_DELAYS)} attempts; giving up "
+                          "(a restart policy may take over)", file=sys.stderr, flush=True)
+                    code = 3
+                    break
     except KeyboardInterrupt:
         pass
     finally:
@@ -441,4 +519,4 @@ def supervise(gateway: subprocess.Popen, stop_ts: bool, cwd: Path, logs: Path = 
             print("stopped", flush=True)
         finally:
             signal.signal(signal.SIGTERM, previous)
-    return 1 if code else 0
+    return code if code == 3 else (1 if code else 0)

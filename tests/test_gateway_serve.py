@@ -1,4 +1,5 @@
-"""`woof serve` runs TorchServe and the gateway together; TorchServe stopped mid-run and brought back;
+"""`woof serve` runs TorchServe and the gateway together; a stale pid file does not block it; TorchServe killed
+mid-run is restarted by `woof serve` itself, with the registered archives, default model and A/B split back;
 SIGTERM stops both. A private TorchServe and gateway (not the shared fixtures), since this one is killed."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import requests
 
 from scripts.bench import free_ports
-from scripts.serve import ping, render_config, start_torchserve
+from scripts.serve import ping, render_config
 
 from .conftest import ROOT, val_images
 
@@ -44,12 +45,15 @@ def test_woof_serve_survives_torchserve_restart_and_stops_cleanly(tiny_archives,
         "grpc_management_port": str(ports[4]), "model_store": str(tiny_archives), "load_models": "tiny-onnx.mar"})
     env = {**os.environ, "TMPDIR": str(tmp_path), "TEMP": str(tmp_path), "LOG_LOCATION": str(tmp_path / "logs"),
            "METRICS_LOCATION": str(tmp_path / "logs"), "WOOF_STATE_DIR": str(tmp_path / "state"),
-           "OMP_NUM_THREADS": "1", "WOOF_READ_TIMEOUT": "10"}
+           "OMP_NUM_THREADS": "1", "WOOF_READ_TIMEOUT": "10", "WOOF_ADMIN_TOKEN": "serve-test-token"}
     for key in ("WOOF_TORCHSERVE_URL", "WOOF_TORCHSERVE_MGMT_URL", "WOOF_DEFAULT_MODEL", "WOOF_MODEL_STORE",
                 "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(key, None)
     gateway = f"http://127.0.0.1:{ports[5]}"
     woof = Path(sys.executable).parent / "woof"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / ".model_server.pid").write_text(str(dead.pid))  # a TorchServe that died and left its pid file
     serve = subprocess.Popen([str(woof), "serve", "--config", str(config), "--bind", f"127.0.0.1:{ports[5]}",
                               "--workers", "1", "--threads", "4"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -65,7 +69,16 @@ def test_woof_serve_survives_torchserve_restart_and_stops_cleanly(tiny_archives,
         assert r.status_code == 200 and r.json()["model"] == "tiny-onnx"  # the default: first of load_models
         assert (tmp_path / "logs" / "gateway.pid").is_file() and (tmp_path / "logs" / "gateway.log").is_file()
 
-        # TorchServe goes away under traffic: quick 503s with Retry-After, /readyz says so, /healthz stays up
+        admin = {"Authorization": "Bearer serve-test-token"}
+        r = requests.post(f"{gateway}/admin/register", json={"archive": "tiny.mar", "model": "tiny"}, headers=admin,
+                          timeout=120)
+        assert r.status_code == 201, r.text
+        r = requests.post(f"{gateway}/admin/split", json={"a": "tiny-onnx", "b": "tiny", "b_percent": 50},
+                          headers=admin, timeout=30)
+        assert r.status_code == 200, r.text
+
+        # TorchServe is killed under traffic: quick 503s with Retry-After, /readyz says so, /healthz stays up,
+        # and woof serve restarts it with the archive registered above
         answers, stop = [], threading.Event()
 
         def traffic():
@@ -81,18 +94,25 @@ def test_woof_serve_survives_torchserve_restart_and_stops_cleanly(tiny_archives,
         thread = threading.Thread(target=traffic)
         thread.start()
         time.sleep(0.5)
-        stopped = subprocess.run([str(Path(sys.executable).parent / "torchserve"), "--stop", "--foreground"],
-                                 env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90)
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        wait_for(lambda: ping(f"http://127.0.0.1:{ports[0]}") is None, 30, "TorchServe to stop")
-        time.sleep(1.5)
-        assert status(f"{gateway}/readyz") == 503 and status(f"{gateway}/healthz") == 200
+        java = int((tmp_path / ".model_server.pid").read_text().split()[0])
+        killed = time.monotonic()
+        os.kill(java, signal.SIGKILL)
+        wait_for(lambda: ping(f"http://127.0.0.1:{ports[0]}") is None, 30, "TorchServe to die")
         down = predict()
         assert down.status_code == 503 and down.json()["error"]["code"] == "torchserve_unavailable"
-        assert down.headers["Retry-After"]
+        assert down.headers["Retry-After"] and status(f"{gateway}/healthz") == 200
 
-        start_torchserve(config, cwd=tmp_path, env=env, timeout=150, log=lambda *a: None)
-        wait_for(lambda: predict().status_code == 200, 30, "the gateway to recover")
+        def recovered():
+            if status(f"{gateway}/readyz") != 200:
+                return False
+            models = requests.get(f"{gateway}/models", timeout=10).json()
+            return {m["name"] for m in models["models"] if m.get("workers_ready")} >= {"tiny", "tiny-onnx"}
+
+        wait_for(recovered, 150, "woof serve to bring TorchServe back with both models")
+        recovery = time.monotonic() - killed
+        state = requests.get(f"{gateway}/models", timeout=10).json()
+        assert state["split"] == {"a": "tiny-onnx", "b": "tiny", "b_percent": 50}, state
+        wait_for(lambda: predict().status_code == 200, 30, "predictions again")
         stop.set()
         thread.join(60)
         kinds = {a[0] for a in answers}
@@ -100,12 +120,15 @@ def test_woof_serve_survives_torchserve_restart_and_stops_cleanly(tiny_archives,
         assert 503 in kinds and answers[-1][0] == 200, answers
         assert all(seconds < 5 for code, seconds, _ in answers if code == 503), answers  # no hanging on a dead server
         assert all(retry for code, _, retry in answers if code == 503)
+        print(f"recovered {recovery:.0f} s after the kill")
 
         # SIGTERM: woof serve stops the gateway, then TorchServe, and exits 0
         serve.send_signal(signal.SIGTERM)
         output, _ = serve.communicate(timeout=120)
         assert serve.returncode == 0, output
         assert "stopped" in output and status(f"{gateway}/healthz") is None
+        assert "removed the stale TorchServe pid file" in output
+        assert "TorchServe died; restarting it" in output and "re-registered tiny" in output
         assert ping(f"http://127.0.0.1:{ports[0]}") is None
     finally:
         if serve.poll() is None:
