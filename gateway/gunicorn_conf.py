@@ -1,7 +1,8 @@
 """gunicorn settings for the gateway: `gunicorn -c python:gateway.gunicorn_conf 'gateway:create_app()'`.
 
 Environment: WOOF_GATEWAY_BIND (default 127.0.0.1:8000), WOOF_GATEWAY_WORKERS (2),
-WOOF_GATEWAY_THREADS (8), WOOF_GATEWAY_ACCESS_LOG (a file, or - for stdout; off by default),
+WOOF_GATEWAY_THREADS (8), WOOF_GATEWAY_ACCESS_LOG (a file, rolled at 10 MB with 3 old copies, or - for
+stdout; off by default),
 PROMETHEUS_MULTIPROC_DIR (a fresh temp folder when unset). Command-line flags override these.
 """
 
@@ -21,7 +22,22 @@ worker_class = "gthread"
 timeout = 120  # a worker silent this long is restarted; predictions are bounded by WOOF_READ_TIMEOUT
 graceful_timeout = 20
 keepalive = 5
-accesslog = os.environ.get("WOOF_GATEWAY_ACCESS_LOG") or None
+_access = os.environ.get("WOOF_GATEWAY_ACCESS_LOG") or None
+accesslog = _access if _access in (None, "-") else None  # a file: rolled by the handler below instead
+if _access not in (None, "-"):
+    # one line per request, in a file that rolls at 10 MB keeping 3 old copies: a bounded access log
+    logconfig_dict = {  # replaces gunicorn's defaults as a whole: its error log stays on stderr as before
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(message)s"},
+                       "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"}},
+        "handlers": {"access": {"class": "logging.handlers.RotatingFileHandler", "filename": _access,
+                                "maxBytes": 10 * 1024 * 1024, "backupCount": 3, "formatter": "plain"},
+                     "error": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                               "formatter": "generic"}},
+        "root": {"level": "INFO", "handlers": ["error"]},
+        "loggers": {"gunicorn.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+                    "gunicorn.error": {"handlers": ["error"], "level": "INFO", "propagate": False}},
+    }
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s client=%({x-client-id}i)s'
 proc_name = "woof-gateway"
 # gunicorn 24+ opens a control socket at one fixed path per user: several gateways (tests, load test)

@@ -39,7 +39,19 @@ LOGS = REPO / "logs"
 MIN_JAVA = 17
 COMPONENTS = ("torchserve", "gateway")
 GATEWAY_BIND = "127.0.0.1:8000"
-GATEWAY_PID = LOGS / "gateway.pid"  # under LOG_LOCATION when that is set
+GATEWAY_PID = LOGS / "gateway.pid"
+LOG_CONFIG = REPO / "handlers" / "log4j2.xml"  # TorchServe's logging: bounded, no per-request lines
+ROTATE_AT = 10 * 1024 * 1024  # woof's own log files (launcher.log, gateway.log) roll at 10 MB, one old copy
+
+
+def rotate(path: Path, limit: int = ROTATE_AT) -> Path:
+    """Move `path` to `path`.1 when it has grown past `limit` (called at each start); returns `path`."""
+    try:
+        if path.stat().st_size > limit:
+            path.replace(path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
+    return path  # under LOG_LOCATION when that is set
 
 
 def read_properties(path: str | Path) -> dict[str, str]:
@@ -204,11 +216,13 @@ def start_torchserve(config: str | Path = CONFIG, cwd: str | Path = REPO, env: d
     if pid_file(env).exists():  # left by a TorchServe that died: its launcher would refuse on a reused pid
         pid_file(env).unlink(missing_ok=True)
         log(f"removed the stale TorchServe pid file {pid_file(env)} (no TorchServe runs)")
-    cmd = [torchserve_command(), "--start", "--ts-config", str(config), "--ncs", *(extra_args or [])]
+    cmd = [torchserve_command(), "--start", "--ts-config", str(config), "--ncs", "--log-config", str(LOG_CONFIG),
+           *(extra_args or [])]
     if foreground:
         cmd.append("--foreground")
-    # In the background the Java server inherits the launcher's output: give it a file, not our stdout/stderr.
-    launcher_log = None if foreground else Path(env["LOG_LOCATION"]) / "launcher.log"
+    # In the background the Java server inherits the launcher's output: give it a file, not our stdout/stderr
+    # (one rotation per start keeps it bounded; with handlers/log4j2.xml it only gets warnings anyway).
+    launcher_log = None if foreground else rotate(Path(env["LOG_LOCATION"]) / "launcher.log")
     process = processes.start(cmd, launcher_log, cwd=cwd, env=env, own_session=False)
     deadline, status = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
@@ -307,7 +321,9 @@ def start_gateway(env: dict[str, str] | None = None, bind: str = GATEWAY_BIND, w
     if _http_ok(f"{url}/healthz"):
         raise WoofError(f"something already answers at {url} (a gateway started earlier? woof serve --stop)")
     access = Path(log_dir) / "gateway_access.log" if access_log else None
-    process = processes.start(gateway_command(bind, workers, threads, pid, access), Path(log_dir) / "gateway.log",
+    if access:  # gunicorn_conf.py rolls it (10 MB, 3 old copies)
+        env.setdefault("WOOF_GATEWAY_ACCESS_LOG", str(access))
+    process = processes.start(gateway_command(bind, workers, threads, pid), rotate(Path(log_dir) / "gateway.log"),
                               cwd=REPO, env=env)
     deadline = time.monotonic() + timeout
     while not _http_ok(f"{url}/healthz"):

@@ -69,6 +69,26 @@ def test_woof_serve_survives_torchserve_restart_and_stops_cleanly(tiny_archives,
         assert r.status_code == 200 and r.json()["model"] == "tiny-onnx"  # the default: first of load_models
         assert (tmp_path / "logs" / "gateway.pid").is_file() and (tmp_path / "logs" / "gateway.log").is_file()
 
+        # bounded logs: no per-request lines from TorchServe, one access line per request from the gateway
+        logs = tmp_path / "logs"
+
+        def log_state():
+            files = [f for f in logs.rglob("*") if f.is_file() and "prometheus" not in f.parts]
+            return sum(f.stat().st_size for f in files), {f.name: f.read_bytes().count(b"\n") for f in files
+                                                         if f.suffix == ".log"}
+
+        time.sleep(1)
+        size_before, lines_before = log_state()
+        for _ in range(40):
+            assert predict().status_code == 200
+        time.sleep(1)
+        size_after, lines_after = log_state()
+        grown = {name: lines_after.get(name, 0) - lines_before.get(name, 0) for name in lines_after}
+        assert grown.get("gateway_access.log") == 40, grown  # one line per request
+        assert all(n < 5 for name, n in grown.items() if name != "gateway_access.log"), grown
+        assert (size_after - size_before) / 40 <= 500, (size_after - size_before, grown)
+        print(f"logs: {(size_after - size_before) / 40:.0f} bytes per request ({grown})")
+
         admin = {"Authorization": "Bearer serve-test-token"}
         r = requests.post(f"{gateway}/admin/register", json={"archive": "tiny.mar", "model": "tiny"}, headers=admin,
                           timeout=120)
