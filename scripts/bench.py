@@ -254,7 +254,7 @@ class Server:
                     "METRICS_LOCATION": str(self.base / "logs"), "WOOF_THREADS": self.threads}
         self.url, self.mgmt = f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}"
         try:
-            start_torchserve(config, cwd=self.base, env=self.env, timeout=self.timeout, log=self.log)
+            start_torchserve(config, cwd=self.base, env=self.env, timeout=self.timeout, log=self.log, tied=True)
         except BaseException:
             self._stop(keep_logs=True)
             raise

@@ -249,7 +249,7 @@ def run(args) -> int:
                "WOOF_ADMIN_TOKEN": token, "WOOF_MODEL_STORE": str(Path(args.store).resolve()),
                "WOOF_STATE_DIR": str(base / "state"), "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus")}
         gateway_process = start_gateway(env, f"127.0.0.1:{port}", args.workers, args.threads, log_dir=base,
-                                        access_log=False, log=lambda m: print(m, flush=True))
+                                        access_log=False, log=lambda m: print(m, flush=True), tied=True)
         gateway = f"http://127.0.0.1:{port}"
         try:
             def memory() -> dict:

@@ -198,8 +198,10 @@ def ensure_archives(props: dict[str, str], root: Path, data: str | None, log=pri
 
 def start_torchserve(config: str | Path = CONFIG, cwd: str | Path = REPO, env: dict[str, str] | None = None,
                      extra_args: list[str] | None = None, timeout: float = 180.0, foreground: bool = False,
-                     log=print) -> int | None:
-    """Start TorchServe with `config` from `cwd`; wait for /ping Healthy. Returns the server's pid."""
+                     log=print, tied: bool = False) -> int | None:
+    """Start TorchServe with `config` from `cwd`; wait for /ping Healthy. Returns the server's pid.
+
+    tied: the server dies with this process however it ends (tests, woof bench, the load test)."""
     config = Path(config).resolve()
     props = read_properties(config)
     address = props.get("inference_address", "http://127.0.0.1:8080")
@@ -243,6 +245,8 @@ def start_torchserve(config: str | Path = CONFIG, cwd: str | Path = REPO, env: d
         raise WoofError(f"TorchServe did not become ready within {timeout:.0f} s (last /ping: {status}); "
                         f"see {env['LOG_LOCATION']}/model_log.log and ts_log.log" + detail)
     pid = _server_pid(env)
+    if tied and pid:
+        processes.tie(pid)
     log(f"TorchServe is up: inference {address}, management {props.get('management_address', '?')}, "
         f"metrics {props.get('metrics_address', '?')}; logs in {env['LOG_LOCATION']} (pid {pid})")
     if foreground:
@@ -280,6 +284,7 @@ def stop_torchserve(env: dict[str, str] | None = None, timeout: float = 60.0, cw
     subprocess.run([torchserve_command(), "--stop", "--foreground"], env=env, cwd=cwd, capture_output=True,
                    text=True, timeout=timeout + 10)
     if processes.wait_gone(pid, timeout, interval=0.2):
+        processes.untie(pid)
         return True
     raise WoofError(f"TorchServe (pid {pid}) did not stop within {timeout:.0f} s")
 
@@ -307,7 +312,7 @@ def gateway_command(bind: str, workers: int, threads: int, pid: str | Path | Non
 
 def start_gateway(env: dict[str, str] | None = None, bind: str = GATEWAY_BIND, workers: int = 2, threads: int = 8,
                   log_dir: str | Path = LOGS, pid: str | Path | None = None, timeout: float = 60.0,
-                  access_log: bool = True, log=print) -> subprocess.Popen:
+                  access_log: bool = True, log=print, tied: bool = False) -> subprocess.Popen:
     """Start the gateway under gunicorn from the repository root; return once /healthz answers.
 
     Its output goes to log_dir/gateway.log (access log: gateway_access.log). The process gets its own
@@ -325,6 +330,8 @@ def start_gateway(env: dict[str, str] | None = None, bind: str = GATEWAY_BIND, w
         env.setdefault("WOOF_GATEWAY_ACCESS_LOG", str(access))
     process = processes.start(gateway_command(bind, workers, threads, pid), rotate(Path(log_dir) / "gateway.log"),
                               cwd=REPO, env=env)
+    if tied:  # gunicorn leads its own process group: the workers go with it
+        processes.tie(process.pid, group=True)
     deadline = time.monotonic() + timeout
     while not _http_ok(f"{url}/healthz"):
         if process.poll() is not None:
@@ -350,7 +357,9 @@ def _http_ok(url: str) -> bool:
 
 def stop_gateway(process: subprocess.Popen | int, timeout: float = 30.0) -> bool:
     """SIGTERM (gunicorn finishes the requests in flight), then SIGKILL after `timeout`. False if not running."""
-    return processes.stop(process, timeout)
+    stopped = processes.stop(process, timeout)
+    processes.untie(process if isinstance(process, int) else process.pid)
+    return stopped
 
 
 def _gateway_pid(path: Path = GATEWAY_PID) -> int | None:

@@ -109,7 +109,7 @@ def torchserve(tmp_path_factory, tiny_archives):
     })
     env = {"TMPDIR": str(base), "TEMP": str(base), "LOG_LOCATION": str(base / "logs"),
            "METRICS_LOCATION": str(base / "logs")}
-    start_torchserve(config, cwd=base, env=env, timeout=150, log=lambda *a: None)
+    start_torchserve(config, cwd=base, env=env, timeout=150, log=lambda *a: None, tied=True)
     try:
         yield SimpleNamespace(url=f"http://127.0.0.1:{inference}", management=f"http://127.0.0.1:{management}",
                               models=list(TINY_ARCHIVES), store=tiny_archives, logs=base / "logs")
@@ -147,7 +147,7 @@ def gateway(tmp_path_factory, torchserve):
            "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus"), "OMP_NUM_THREADS": "1"}
     (base / "prometheus").mkdir()
     process = start_gateway(env, f"127.0.0.1:{port}", workers=2, threads=8, log_dir=base / "logs", timeout=60,
-                            log=lambda *a: None)
+                            log=lambda *a: None, tied=True)
     try:
         yield SimpleNamespace(url=f"http://127.0.0.1:{port}", admin_token=GATEWAY_ADMIN_TOKEN, torchserve=torchserve,
                               default_model="tiny-onnx", state_dir=base / "state", store=torchserve.store,

@@ -486,7 +486,7 @@ def test_gateway_stopped_and_back(tmp_path, gateway, photos):
            "WOOF_RATE_LIMIT": "0.2", "WOOF_RATE_BURST": "1"}  # the gateway's own per-client limit: 1 photo per 5 s
     (tmp_path / "prom").mkdir()
     start = lambda: start_gateway(env, f"127.0.0.1:{port}", workers=1, threads=4,  # noqa: E731
-                                  log_dir=tmp_path / "logs", timeout=60, log=lambda *a: None)
+                                  log_dir=tmp_path / "logs", timeout=60, log=lambda *a: None, tied=True)
     own = start()
     with TelegramStandIn(TOKEN) as api:
         bot = BotProcess(tmp_path, api, f"http://127.0.0.1:{port}")

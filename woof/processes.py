@@ -71,3 +71,41 @@ def stop(process: subprocess.Popen | int, timeout: float = 30.0) -> bool:
         else:
             wait_gone(process, 10)
     return True
+
+
+# A tiny program: block until the pipe from the parent closes (the parent exited, however it died), then kill.
+_WATCHDOG = """
+import os, signal, sys
+os.read(0, 1)
+for item in sys.argv[1:]:
+    kind, pid = item[0], int(item[1:])
+    try:
+        (os.killpg if kind == "g" else os.kill)(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+_ties: dict[int, tuple[subprocess.Popen, int]] = {}  # pid -> (its watchdog, the pipe's write end we hold)
+
+
+def tie(pid: int, group: bool = False) -> None:
+    """Kill `pid` (or its whole process group) when this process exits, even by SIGKILL, where no cleanup code
+    runs: a watchdog in its own session waits on a pipe that only this process holds open. For servers started
+    by tests, `woof bench` and the load test, so a killed run leaves no server on a loopback port."""
+    import sys
+
+    read, write = os.pipe()  # both ends non-inheritable: no other child keeps the watchdog waiting
+    try:
+        watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, f"{'g' if group else 'p'}{pid}"], stdin=read,
+                                    start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finally:
+        os.close(read)
+    _ties[pid] = (watchdog, write)
+
+
+def untie(pid: int) -> None:
+    """`pid` was stopped in order: end its watchdog, so it never signals a pid the system reuses later."""
+    watchdog, write = _ties.pop(pid, (None, None))
+    if watchdog is not None:
+        watchdog.kill()
+        watchdog.wait(10)
+        os.close(write)
