@@ -73,6 +73,6 @@ def test_woof_lists_every_command():
     from woof.cli import build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert list(commands) == ["data", "train", "pretrain", "eval", "knn", "predict", "export", "wise", "promote",
+    assert list(commands) == ["data", "train", "pretrain", "eval", "predict", "knn", "export", "wise", "promote",
                               "calibrate",
                               "archive", "serve", "bench", "bot"]
