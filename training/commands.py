@@ -60,64 +60,59 @@ def recipe_flags(config_class) -> dict[str, tuple[str, dict]]:
     return flags
 
 
-def add_train(sub) -> None:
-    p = sub.add_parser("train", help="fine-tune a model on Imagewoof",
-                       description="Fine-tune a model. Settings come from --config (YAML), then the flags "
-                                   "below override them. Writes last.pt (resumable), history.csv, "
-                                   "model.safetensors and card.json to --out.")
-    p.add_argument("--config", metavar="YAML", help="recipe file, e.g. training/configs/lite0.yaml")
+def _run_parser(sub, name: str, recipe_class, example: str, func, **parser_kw):
+    """A subcommand that runs a recipe: --config, --out, --data, --resume, one flag per recipe field, --quiet."""
+    p = sub.add_parser(name, **parser_kw)
+    p.add_argument("--config", metavar="YAML", help=f"recipe file, e.g. {example}")
     p.add_argument("--out", metavar="DIR", required=True, help="output folder of this run")
     _data_arg(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-
-    for flag, (key, kw) in recipe_flags(TrainConfig).items():
+    for flag, (key, kw) in recipe_flags(recipe_class).items():
         p.add_argument(flag, dest=key, default=None, **kw)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=func)
 
 
-def cmd_train(args) -> int:
+def _run_recipe(args, recipe_class, to_train=lambda config: config) -> int:
+    """Read the recipe (--config, then the flags), then train it in the one loop."""
     from .train import train
 
-    overrides = {key: getattr(args, key) for key, _ in recipe_flags(TrainConfig).values()
+    overrides = {key: getattr(args, key) for key, _ in recipe_flags(recipe_class).values()
                  if getattr(args, key) is not None}
-    config = TrainConfig.load(args.config, overrides) if args.config else TrainConfig.from_dict(overrides, "flags")
+    config = (recipe_class.load(args.config, overrides) if args.config
+              else recipe_class.from_dict(overrides, "flags"))
     command = "woof " + " ".join(a for a in sys.argv[1:] if a != "--resume")
-    train(config, resolve_root(args.data), Path(args.out), resume=args.resume, progress=not args.quiet,
+    train(to_train(config), resolve_root(args.data), Path(args.out), resume=args.resume, progress=not args.quiet,
           command=None if args.resume else command)
     return 0
 
 
+def add_train(sub) -> None:
+    _run_parser(sub, "train", TrainConfig, "training/configs/lite0.yaml", cmd_train,
+                help="fine-tune a model on Imagewoof",
+                description="Fine-tune a model. Settings come from --config (YAML), then the flags "
+                            "below override them. Writes last.pt (resumable), history.csv, "
+                            "model.safetensors and card.json to --out.")
+
+
+def cmd_train(args) -> int:
+    return _run_recipe(args, TrainConfig)
+
+
 # ---------------------------------------------------------------- pretrain, knn
 def add_pretrain(sub) -> None:
-    p = sub.add_parser("pretrain", help="Barlow Twins self-supervised pretraining on unlabelled train images",
-                       description="Learn a backbone without labels: two augmented views of each train photo "
-                                   "(the fixed hold-out and val are never read), a projector, and the Barlow "
-                                   "Twins loss, in the same loop as woof train. Writes last.pt (resumable), "
-                                   "history.csv (loss, on- and off-diagonal terms, embedding spread), "
-                                   "model.safetensors and card.json to --out. Use it with "
-                                   "`woof train --init OUT --pretrained none --head-init random`, or `woof knn OUT`.")
-    p.add_argument("--config", metavar="YAML", help="pretraining recipe, e.g. training/configs/bt_lite0_128.yaml")
-    p.add_argument("--out", metavar="DIR", required=True, help="output folder of this run")
-    _data_arg(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    for flag, (key, kw) in recipe_flags(PretrainConfig).items():
-        p.add_argument(flag, dest=key, default=None, **kw)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_pretrain)
+    _run_parser(sub, "pretrain", PretrainConfig, "training/configs/research/bt_pretrain_128.yaml", cmd_pretrain,
+                help="Barlow Twins self-supervised pretraining on unlabelled train images",
+                description="Learn a backbone without labels: two augmented views of each train photo "
+                            "(the fixed hold-out and val are never read), a projector, and the Barlow "
+                            "Twins loss, in the same loop as woof train. Writes last.pt (resumable), "
+                            "history.csv (loss, on- and off-diagonal terms, embedding spread), "
+                            "model.safetensors and card.json to --out. Use it with "
+                            "`woof train --init OUT --pretrained none --head-init random`, or `woof knn OUT`.")
 
 
 def cmd_pretrain(args) -> int:
-    from .train import train
-
-    overrides = {key: getattr(args, key) for key, _ in recipe_flags(PretrainConfig).values()
-                 if getattr(args, key) is not None}
-    config = (PretrainConfig.load(args.config, overrides) if args.config
-              else PretrainConfig.from_dict(overrides, "flags"))
-    command = "woof " + " ".join(a for a in sys.argv[1:] if a != "--resume")
-    train(config.to_train_config(), resolve_root(args.data), Path(args.out), resume=args.resume,
-          progress=not args.quiet, command=None if args.resume else command)
-    return 0
+    return _run_recipe(args, PretrainConfig, PretrainConfig.to_train_config)
 
 
 def add_knn(sub) -> None:
