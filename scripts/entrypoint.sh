@@ -30,9 +30,11 @@ cmd=${1:-serve}
 case "$cmd" in
   serve)
     mkdir -p "$logs"
-    # woof serve writes TorchServe's console (server and model logs), the gateway's log and its access
-    # log to files in logs/; follow them onto stdout, where `docker logs` reads them.
-    tail -q -n 0 -F "$logs/launcher.log" "$logs/gateway.log" "$logs/gateway_access.log" 2>/dev/null &
+    # woof serve writes TorchServe's logs (handlers/log4j2.xml: server, workers' warnings, console), the
+    # gateway's log and its access log to files in logs/; follow them onto stdout, where `docker logs`
+    # reads them (tail -F follows each file across its rotation).
+    tail -q -n 0 -F "$logs/ts_log.log" "$logs/model_log.log" "$logs/launcher.log" "$logs/gateway.log" \
+      "$logs/gateway_access.log" 2>/dev/null &
     tailer=$!
     woof serve "$@" &
     server=$!

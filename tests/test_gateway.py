@@ -368,7 +368,8 @@ def test_promotion_flow_register_split_default_rollback(gateway, photos, spec_sc
         r = post(gateway, photos[0], headers={"X-Client-Id": "user-0"})
         assert r.json()["model"] == "tiny-candidate" and r.json()["route"] == "default"
         state = json.loads((gateway.state_dir / "state.json").read_text())
-        assert state == {"default": "tiny-candidate"}
+        assert state["default"] == "tiny-candidate" and "split" not in state
+        assert state["registered"]["tiny-candidate"]["archive"] == "tiny-candidate.mar"  # re-registered on restart
         assert {m["name"]: m["default"] for m in requests.get(f"{gateway.url}/models", timeout=10)
                 .json()["models"]}["tiny-candidate"] is True
 

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from woof.breeds import WNIDS
+from woof.card import open_set_rule
 from woof.cli import main
 from woof.errors import WoofError
 
@@ -50,7 +51,8 @@ def check_schema(result: dict, card: dict) -> None:
     assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
     assert all(p["breed"] for p in result["top_k"])
     assert 0.0 <= result["dog_probability"] <= 1.0
-    rule = card["open_set"]  # the archive's own calibration (fp32 here)
+    # an archive's card holds its own format's rule; a model folder's card one per format (fp32 here)
+    rule = card["open_set"] if "calibrated_for" in card["open_set"] else open_set_rule(card, "fp32")
     assert rule["calibrated_for"] == "fp32" and rule["rule"] == "imagenet_dog_share"
     assert result["answer"] in ("breed", "other_dog", "not_dog")
     assert result["is_known_breed"] is (result["answer"] == "breed")
@@ -230,7 +232,6 @@ def test_each_archive_answers_real_photos(torchserve, tiny_model_dir, data_root)
 
 def test_torchserve_gives_the_eval_code_path_probabilities(torchserve, tiny_model_dir, data_root):
     from training.checkpoint import load_model
-    from woof.card import open_set_rule
     from woof.openset import answers
 
     model, card = load_model(tiny_model_dir)

@@ -216,8 +216,8 @@ def test_paired_copies_give_the_teacher_the_same_crop_of_the_sharp_photo(tmp_pat
 
 
 def test_a_zero_shot_teacher_is_the_untrained_model(tmp_path, data_root):
+    from training.distill import _load_one_teacher
     from training.models import default_preprocessing
-    from training.train import _load_one_teacher
     from woof.errors import WoofError
 
     config = TrainConfig(teacher="zero-shot:efficientnet_lite0", teacher_runtime="pytorch")
