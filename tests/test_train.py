@@ -168,7 +168,10 @@ def test_shipped_recipes_load():
     names = sorted(p.stem for p in root.glob("*.yaml"))
     assert {"lite0", "lite0_distill", "lite2"} <= set(names)
     for name in names:
-        assert TrainConfig.load(root / f"{name}.yaml").epochs >= 1
+        try:
+            assert TrainConfig.load(root / f"{name}.yaml").epochs >= 1
+        except WoofError as e:  # the old 160 px recipes' teachers live in git history, not in a clone
+            assert "scripts/restore_teachers.sh" in str(e) and name.startswith("lite0_distill"), e
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path):

@@ -180,8 +180,10 @@ class TrainConfig:
 
                 check_architecture(given[len(ZERO_SHOT_TEACHER):])
             elif not (folder / "card.json").is_file():
+                restore = (" (an old 160 px teacher: scripts/restore_teachers.sh brings it back from git history)"
+                           if folder.parent.name == "teachers" else "")
                 bad(f"teacher {given} is not a trained model folder (no card.json) "
-                    f"nor {ZERO_SHOT_TEACHER}ARCHITECTURE")
+                    f"nor {ZERO_SHOT_TEACHER}ARCHITECTURE{restore}")
         if not 0 <= self.ema_decay < 1:
             bad("ema_decay must be in [0, 1) (0 turns the moving average off)")
         if not 0 <= self.wise_alpha <= 1:
