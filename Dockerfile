@@ -11,11 +11,14 @@
 # Ports: 8000 is the gateway (web page, /predict, /models, /healthz, /readyz, /metrics, /admin/...),
 # bound to 0.0.0.0 inside the container and the only port to publish. TorchServe's ports (8080
 # inference, 8081 management, 8082 metrics, 7070/7071 gRPC) listen on 127.0.0.1 inside the container
-# only: its token authorisation is off (config.properties), so they must never be published.
+# only and are never to be published. Its token authorisation is on (config.properties): TorchServe runs
+# in /opt/woof/state/torchserve (WOOF_TORCHSERVE_DIR, set by the entrypoint; mode 0700) and writes its
+# keys to key_file.json there (mode 0600), which woof serve hands to the gateway.
 #
 # The install and start steps are scripts/docker-install.sh and scripts/entrypoint.sh, which
 # tests/test_docker.py runs outside Docker. Everything lives in /opt/woof: app/ (code, config,
-# archives; read-only), venv/, logs/ and state/ (writable by the user woof). Logs go to stdout.
+# archives; read-only), venv/, logs/ and state/ (writable by the user woof; state/torchserve is
+# TorchServe's working folder). Logs go to stdout.
 FROM python:3.11-slim-bookworm
 
 # The torch build: the CPU-only wheels by default. Empty = PyPI's default build.

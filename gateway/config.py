@@ -18,6 +18,10 @@ def _env(name: str, default: str) -> str:
 class Settings:
     torchserve_url: str = "http://127.0.0.1:8080"  # WOOF_TORCHSERVE_URL
     torchserve_mgmt_url: str = "http://127.0.0.1:8081"  # WOOF_TORCHSERVE_MGMT_URL
+    # WOOF_TORCHSERVE_KEY_FILE: TorchServe's key_file.json (token authorisation), in the directory TorchServe
+    # runs in; woof serve sets it. Default: the repository root, where `woof serve` runs it from a checkout.
+    # Read again when it changes; a key is renewed through <mgmt>/token when due or refused. No file: no keys.
+    torchserve_key_file: str = str(REPO / "key_file.json")
     admin_token: str = ""  # WOOF_ADMIN_TOKEN; empty = admin endpoints off
     default_model: str = "lite0-int8"  # WOOF_DEFAULT_MODEL (until an admin sets another)
     max_upload_mb: float = 10.0  # WOOF_MAX_UPLOAD_MB
@@ -33,6 +37,7 @@ class Settings:
 
     ENV = {
         "torchserve_url": "WOOF_TORCHSERVE_URL", "torchserve_mgmt_url": "WOOF_TORCHSERVE_MGMT_URL",
+        "torchserve_key_file": "WOOF_TORCHSERVE_KEY_FILE",
         "admin_token": "WOOF_ADMIN_TOKEN", "default_model": "WOOF_DEFAULT_MODEL",
         "max_upload_mb": "WOOF_MAX_UPLOAD_MB", "model_store": "WOOF_MODEL_STORE", "state_dir": "WOOF_STATE_DIR",
         "connect_timeout": "WOOF_CONNECT_TIMEOUT", "read_timeout": "WOOF_READ_TIMEOUT",

@@ -1,7 +1,12 @@
-"""TorchServe client: one pooled requests.Session per process, bounded timeouts, errors as ApiError."""
+"""TorchServe client: one pooled requests.Session per process, bounded timeouts, errors as ApiError.
+
+Every call carries TorchServe's token-authorisation key (woof.torchserve_keys: read from the key file
+WOOF_TORCHSERVE_KEY_FILE, renewed before it expires; a refused key is renewed and the call sent once more).
+Keys never appear in a log line or an error message."""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -12,9 +17,11 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from woof.card import archive_card
+from woof.torchserve_keys import INFERENCE, MANAGEMENT, TorchServeKeys, is_refusal
 
 from .errors import ApiError
 
+logger = logging.getLogger("gateway")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a TorchServe model name; also keeps URLs safe
 
 
@@ -24,16 +31,31 @@ def valid_name(name: str) -> bool:
 
 class TorchServe:
     def __init__(self, url: str, mgmt_url: str, connect_timeout: float, read_timeout: float,
-                 admin_timeout: float, pool_size: int):
+                 admin_timeout: float, pool_size: int, key_file: str | Path | None = None):
         self.url, self.mgmt_url = url, mgmt_url
         self.connect_timeout, self.read_timeout, self.admin_timeout = connect_timeout, read_timeout, admin_timeout
+        self.keys = TorchServeKeys(key_file, mgmt_url, timeout=max(connect_timeout, 5.0))
         self.session = requests.Session()
         # no retries: a POST must not be sent twice, and the caller answers 503 at once instead
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
-    def _call(self, method: str, url: str, timeout: float, **kwargs) -> requests.Response:
+    def _call(self, kind: str, method: str, url: str, timeout: float, headers: dict | None = None,
+              **kwargs) -> requests.Response:
+        """One call with the `kind` key; a refused key is renewed and the call repeated once (TorchServe
+        refuses before doing anything, so repeating a POST is safe). Still refused: 503."""
+        def send(auth: dict[str, str]) -> requests.Response:
+            return self._send(method, url, timeout, headers={**(headers or {}), **auth}, **kwargs)
+
+        response = self.keys.call(kind, send, lambda r: is_refusal(r.status_code, r.content))
+        if is_refusal(response.status_code, response.content):
+            logger.warning("TorchServe refused the gateway's %s key (key file %s)", kind, self.keys.path)
+            raise ApiError(503, "torchserve_unauthorized", "TorchServe refused the gateway's credentials",
+                           retry_after=2)
+        return response
+
+    def _send(self, method: str, url: str, timeout: float, **kwargs) -> requests.Response:
         try:
             return self.session.request(method, url, timeout=(self.connect_timeout, timeout), **kwargs)
         except requests.ConnectTimeout:
@@ -45,19 +67,22 @@ class TorchServe:
             raise ApiError(503, "torchserve_unavailable", "TorchServe is not reachable", retry_after=2) from None
 
     def predict(self, model: str, body: bytes, request_id: str) -> requests.Response:
-        return self._call("POST", f"{self.url}/predictions/{model}", self.read_timeout, data=body,
+        return self._call(INFERENCE, "POST", f"{self.url}/predictions/{model}", self.read_timeout, data=body,
                           headers={"Content-Type": "application/octet-stream", "X-Request-Id": request_id})
 
     def ping(self) -> str | None:
+        """/ping's status; None when TorchServe does not answer, "refused the key" when it refuses ours."""
         try:
-            r = self.session.get(f"{self.url}/ping", timeout=(self.connect_timeout, 2.0))
+            r = self._call(INFERENCE, "GET", f"{self.url}/ping", 2.0)
             return r.json().get("status")
-        except (requests.RequestException, ValueError):
+        except ApiError as e:
+            return "refused the key" if e.code == "torchserve_unauthorized" else None
+        except (requests.RequestException, ValueError, AttributeError):
             return None
 
     def mgmt(self, method: str, path: str, params: dict | None = None, timeout: float | None = None
              ) -> tuple[int, Any]:
-        r = self._call(method, f"{self.mgmt_url}{path}", timeout or self.read_timeout, params=params)
+        r = self._call(MANAGEMENT, method, f"{self.mgmt_url}{path}", timeout or self.read_timeout, params=params)
         try:
             return r.status_code, r.json()
         except ValueError:

@@ -112,7 +112,7 @@ def main() -> int:
              "**160 px, old protocol**: every row here trained and was scored on the 160 px set, and the "
              "distill rows' teachers (lite2 1.0.0, lite0 1.2.0) had trained on all of train, this hold-out "
              "included. Recipes since lite0 1.4.0 are chosen under the 320 px protocol instead "
-             "(reports/selection_320.md, README \"Training\").", "",
+             "(reports/selection_320.md, docs/training.md).", "",
              f"Train on 90 % of imagewoof2 train ({len(list_samples(root, 'train')) - len(held)} images), score on "
              f"the stratified 10 % hold-out ({len(held)} images, seed 0); val is not used. "
              f"Variants: {args.epochs} epoch(s) of {BASE['train_size']} px crops, evaluated at {BASE['eval_size']} px; "

@@ -2,8 +2,10 @@
 
 One TorchServe hosts every chosen archive (1 worker each; the handler reads WOOF_THREADS). Either
 `woof bench` starts its own on free loopback ports with a private temp folder and registers the
-archives through the management API, or it uses a running one (`--url`/`--mgmt-url`), registering
-only the archives that server lacks and unregistering just those afterwards.
+archives through the management API, or it uses a running one (`--url`/`--mgmt-url`, its keys from
+`--key-file`, default $WOOF_TORCHSERVE_KEY_FILE or key_file.json where `woof serve` runs TorchServe),
+registering only the archives that server lacks and unregistering just those afterwards. Every call carries
+TorchServe's token-authorisation key (woof.torchserve_keys), renewed when it expires or is refused.
 
 For each archive, one at a time while the others sit idle:
 
@@ -57,16 +59,20 @@ from training.export import image_batch, ort_session, pick_images
 from woof.card import archive_card
 from woof.errors import WoofError
 from woof.files import atomic_path, atomic_write_text
+from woof.torchserve_keys import INFERENCE, KEY_FILE_ENV, MANAGEMENT, TorchServeKeys, is_refusal
 
 from .serve import (
     CONFIG,
     check_java,
+    key_file,
     model_ready,
     ping,
     render_config,
+    server_keys,
     start_torchserve,
     stop_torchserve,
     torchserve_command,
+    torchserve_dir,
 )
 
 DEFAULT_OUT = REPO / "reports"
@@ -130,32 +136,42 @@ def find_archives(store: Path, names: list[str] | None) -> list[Archive]:
 
 
 # ---------------------------------------------------------------- HTTP
-def _json(method: str, url: str, timeout: float = 30.0) -> tuple[int, Any]:
-    request = urllib.request.Request(url, method=method)
+def _json(method: str, url: str, timeout: float = 30.0, keys: TorchServeKeys | None = None) -> tuple[int, Any]:
+    """(status, JSON body or text) of a management call with `keys`' management key."""
+    status, body = (keys or TorchServeKeys(None)).urlopen(MANAGEMENT, url, method=method, timeout=timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        body = e.read()
-        try:
-            return e.code, json.loads(body)
-        except ValueError:
-            return e.code, body.decode(errors="replace")
+        return status, json.loads(body or b"null")
+    except ValueError:
+        return status, body.decode(errors="replace")
+
+
+def default_key_file() -> Path:
+    """The key file of a TorchServe this script did not start: $WOOF_TORCHSERVE_KEY_FILE, else where
+    `woof serve` runs TorchServe (the repository root, or $WOOF_TORCHSERVE_DIR)."""
+    return Path(os.environ.get(KEY_FILE_ENV) or key_file(torchserve_dir(CONFIG)))
 
 
 class Client:
-    """One keep-alive HTTP/1.1 connection (one per thread; http.client is not thread-safe)."""
+    """One keep-alive HTTP/1.1 connection (one per thread; http.client is not thread-safe). With `keys`
+    (TorchServe's inference API) each request carries the inference key, renewed and resent once if refused."""
 
-    def __init__(self, base_url: str, timeout: float = REQUEST_TIMEOUT):
+    def __init__(self, base_url: str, timeout: float = REQUEST_TIMEOUT, keys: TorchServeKeys | None = None):
         parts = urllib.parse.urlsplit(base_url)
         self.host, self.port = parts.hostname, parts.port or 80
         self.prefix = parts.path.rstrip("/")
         self.timeout = timeout
+        self.keys = keys
         self.conn: http.client.HTTPConnection | None = None
 
     def post(self, path: str, body: bytes, content_type: str = "image/jpeg",
              headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         """(status, body); raises OSError/HTTPException on a transport failure (and drops the connection)."""
+        if self.keys is None:
+            return self._post(path, body, content_type, headers)
+        return self.keys.call(INFERENCE, lambda auth: self._post(path, body, content_type, {**(headers or {}), **auth}),
+                              lambda answer: is_refusal(*answer))
+
+    def _post(self, path: str, body: bytes, content_type: str, headers: dict[str, str] | None) -> tuple[int, bytes]:
         if self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
@@ -179,13 +195,14 @@ class Client:
 class ClientPool:
     """A thread-local Client for the threads of a ThreadPoolExecutor; closes them all at the end."""
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, keys: TorchServeKeys | None = None):
         self.base_url, self.local, self.clients, self.lock = base_url, threading.local(), [], threading.Lock()
+        self.keys = keys
 
     def get(self) -> Client:
         client = getattr(self.local, "client", None)
         if client is None:
-            client = self.local.client = Client(self.base_url)
+            client = self.local.client = Client(self.base_url, keys=self.keys)
             with self.lock:
                 self.clients.append(client)
         return client
@@ -212,10 +229,12 @@ class Server:
 
     def __init__(self, store: Path, url: str | None = None, mgmt_url: str | None = None,
                  timeout: float = 180.0, log=print, workers: int = 1, batch_size: int = 1,
-                 max_batch_delay: int = 0):
+                 max_batch_delay: int = 0, key_file: str | Path | None = None):
         self.store, self.timeout, self.log = Path(store).resolve(), timeout, log
         self.workers, self.batch_size, self.max_batch_delay = workers, batch_size, max_batch_delay
         self.url, self.mgmt = url, mgmt_url
+        # a running server's keys (--key-file); one started here gets its own in _start
+        self.keys = TorchServeKeys(key_file or default_key_file(), mgmt_url) if url else TorchServeKeys(None)
         self.env: dict[str, str] | None = None
         self.base: Path | None = None
         self.registered: list[str] = []  # what this run registered on a server it did not start
@@ -229,8 +248,12 @@ class Server:
         if self.url:
             if not self.mgmt:
                 raise WoofError("--url needs --mgmt-url too (the management API registers the archives)")
-            if ping(self.url) is None:
+            status = ping(self.url, keys=self.keys)
+            if status is None:
                 raise WoofError(f"no TorchServe answers at {self.url}/ping")
+            if status.startswith("HTTP 4"):
+                raise WoofError(f"TorchServe at {self.url} refuses the inference key from {self.keys.path} "
+                                f"(/ping: {status}); --key-file names that server's key_file.json")
             return self
         self._start()
         return self
@@ -253,6 +276,7 @@ class Server:
         self.env = {"TMPDIR": str(self.base), "TEMP": str(self.base), "LOG_LOCATION": str(self.base / "logs"),
                     "METRICS_LOCATION": str(self.base / "logs"), "WOOF_THREADS": self.threads}
         self.url, self.mgmt = f"http://127.0.0.1:{inference}", f"http://127.0.0.1:{management}"
+        self.keys = server_keys(config, self.base)
         try:
             start_torchserve(config, cwd=self.base, env=self.env, timeout=self.timeout, log=self.log, tied=True)
         except BaseException:
@@ -260,7 +284,7 @@ class Server:
             raise
 
     def is_registered(self, name: str) -> bool:
-        status, _ = _json("GET", f"{self.mgmt}/models/{name}")
+        status, _ = _json("GET", f"{self.mgmt}/models/{name}", keys=self.keys)
         return status == 200
 
     def register(self, archive: Archive) -> None:
@@ -269,7 +293,7 @@ class Server:
 
         if self.is_registered(archive.name):
             deadline = time.monotonic() + self.timeout
-            while not model_ready(self.mgmt, archive.name):
+            while not model_ready(self.mgmt, archive.name, keys=self.keys):
                 if time.monotonic() > deadline:
                     raise WoofError(f"{archive.name} is registered at {self.mgmt} but has no READY worker")
                 time.sleep(0.5)
@@ -279,7 +303,7 @@ class Server:
                                         "initial_workers": self.workers, "synchronous": "true",
                                         "batch_size": self.batch_size, "max_batch_delay": self.max_batch_delay})
         start = time.perf_counter()
-        status, body = _json("POST", f"{self.mgmt}/models?{query}", timeout=REGISTER_TIMEOUT)
+        status, body = _json("POST", f"{self.mgmt}/models?{query}", timeout=REGISTER_TIMEOUT, keys=self.keys)
         if status != 200:
             message = body.get("message", body) if isinstance(body, dict) else body
             where = f"; logs: {self.env['LOG_LOCATION']}" if self.env else ""
@@ -293,7 +317,7 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         for name in self.registered:
-            status, body = _json("DELETE", f"{self.mgmt}/models/{name}", timeout=60)
+            status, body = _json("DELETE", f"{self.mgmt}/models/{name}", timeout=60, keys=self.keys)
             if status != 200:
                 self.log(f"warning: could not unregister {name} (HTTP {status}: {body})")
         self.registered = []
@@ -318,11 +342,12 @@ def _top1(data: bytes) -> tuple[str, str, str]:
     return answer["top_k"][0]["wnid"], answer["model"], answer["model_version"]
 
 
-def accuracy_pass(client_url: str, archive: Archive, samples, concurrency: int, progress: bool) -> list[dict]:
+def accuracy_pass(client_url: str, archive: Archive, samples, concurrency: int, progress: bool,
+                  keys: TorchServeKeys | None = None) -> list[dict]:
     """Post every sample's JPEG to TorchServe; one row per sample (prediction or error), in order."""
     from tqdm import tqdm
 
-    pool = ClientPool(client_url)
+    pool = ClientPool(client_url, keys)
     path = f"/predictions/{archive.name}"
 
     def one(sample) -> dict[str, Any]:
@@ -398,7 +423,7 @@ class LoadResult:
 
 
 def run_load(url: str, model: str, bodies: list[bytes], concurrency: int, duration: float | None,
-             requests: int | None) -> LoadResult:
+             requests: int | None, keys: TorchServeKeys | None = None) -> LoadResult:
     """`concurrency` threads, each with its own keep-alive connection, post `bodies` in rotation
     until `duration` seconds have passed or `requests` requests were sent (whichever comes first).
     Each thread sends one untimed warm-up request (opening its connection) before the clock starts."""
@@ -414,7 +439,7 @@ def run_load(url: str, model: str, bodies: list[bytes], concurrency: int, durati
     deadline: list[float] = []
 
     def worker(k: int) -> None:
-        client = Client(url)
+        client = Client(url, keys=keys)
         latencies, errors, sent, first_error = [], 0, 0, ""
         try:
             try:
@@ -739,6 +764,8 @@ def cmd_bench(args) -> int:
         raise WoofError("--duration and --requests must be positive")
     if bool(args.url) != bool(args.mgmt_url):
         raise WoofError("--url and --mgmt-url go together (the management API registers the archives)")
+    if args.key_file and not args.url:
+        raise WoofError("--key-file goes with --url (a TorchServe woof bench starts has its own keys)")
     if args.quick and (args.phone_size or args.long_run):
         raise WoofError("--quick runs no phone-size or long load; drop one of them")
     if args.workers < 1 or args.batch_size < 1 or args.max_batch_delay < 0 or (args.long_run or 1) < 1:
@@ -770,14 +797,14 @@ def cmd_bench(args) -> int:
 
     rows, predictions = [], {}
     with Server(store, args.url, args.mgmt_url, timeout=args.timeout, workers=args.workers,
-                batch_size=args.batch_size, max_batch_delay=args.max_batch_delay) as server:
+                batch_size=args.batch_size, max_batch_delay=args.max_batch_delay, key_file=args.key_file) as server:
         for archive in archives:
             server.register(archive)
         for archive in archives:
-            preds = accuracy_pass(server.url, archive, samples, args.concurrency, progress)
+            preds = accuracy_pass(server.url, archive, samples, args.concurrency, progress, server.keys)
             accuracy = accuracy_figures(samples, preds)
             predictions[archive.name] = (samples, preds)
-            load = run_load(server.url, archive.name, bodies, args.concurrency, duration, args.requests)
+            load = run_load(server.url, archive.name, bodies, args.concurrency, duration, args.requests, server.keys)
             spec = archive.card["preprocessing"]
             batch = image_batch(batch_paths, spec)
             inprocess = {t: inprocess_rate(archive, batch, t, 0.0 if args.quick else INPROC_SECONDS,
@@ -802,7 +829,7 @@ def cmd_bench(args) -> int:
         archive = next(a for a in archives if a.name == chosen)
         why = "the default" if default else "the most accurate"
         if args.long_run:
-            load = run_load(server.url, archive.name, bodies, args.concurrency, None, args.long_run)
+            load = run_load(server.url, archive.name, bodies, args.concurrency, None, args.long_run, server.keys)
             rows.append(result_row(archive, f"{load.requests} requests", None, load, args.concurrency, {}))
             long_note = (f"{archive.name} ({why}) for {load.requests} requests at concurrency {args.concurrency}, "
                          f"{load.errors} errors")
@@ -810,7 +837,7 @@ def cmd_bench(args) -> int:
                   f"{load.errors} errors of {load.requests}")
         if args.phone_size:
             phone = phone_jpegs(load_paths[:PHONE_IMAGES])
-            load = run_load(server.url, archive.name, phone, args.concurrency, duration, args.requests)
+            load = run_load(server.url, archive.name, phone, args.concurrency, duration, args.requests, server.keys)
             rows.append(result_row(archive, "phone 12 MP", None, load, args.concurrency, {}))
             phone_note = (f"{archive.name} ({why}) under the same load with {len(phone)} val photos "
                           f"upscaled to {PHONE_SIZE[0]}x{PHONE_SIZE[1]} and encoded at JPEG quality {PHONE_QUALITY} "
@@ -861,6 +888,9 @@ def add_bench(sub) -> None:
     p.add_argument("--data", metavar="PATH", help="Imagewoof root (default: $WOOF_DATA_ROOT)")
     p.add_argument("--url", metavar="URL", help="use the TorchServe inference API at URL instead of starting one")
     p.add_argument("--mgmt-url", metavar="URL", help="its management API (with --url)")
+    p.add_argument("--key-file", metavar="FILE",
+                   help="its key_file.json (with --url; default: $WOOF_TORCHSERVE_KEY_FILE, else key_file.json "
+                        "where woof serve runs TorchServe)")
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="concurrent clients (default %(default)s)")
     p.add_argument("--duration", type=float, metavar="S",
                    help=f"seconds of load per archive (default {DURATION:g}, or {QUICK_DURATION:g} with --quick, "

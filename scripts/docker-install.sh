@@ -7,7 +7,8 @@
 #                     model_store/*.mar, copied from this checkout (no trained weights, no data)
 #   $WOOF_HOME/venv   a virtual environment: torch, then woof with its gateway, handlers and bot parts
 #   $WOOF_HOME/logs   TorchServe's log folder (LOG_LOCATION; the entrypoint also copies them to stdout)
-#   $WOOF_HOME/state  the gateway's shared state (default model, A/B split) and the bot's chat settings
+#   $WOOF_HOME/state  the gateway's shared state (default model, A/B split), the bot's chat settings and
+#                     torchserve/, TorchServe's working folder (its key_file.json; entrypoint.sh)
 # Only logs/ and state/ need to be writable at run time (the Dockerfile gives them to the user woof).
 # Java 17+ (TorchServe) is a system package: installed with apt-get when missing and we are root.
 #

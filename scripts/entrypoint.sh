@@ -15,6 +15,9 @@ if [ -x "$app/../venv/bin/woof" ]; then  # installed by docker-install.sh: $WOOF
   export LOG_LOCATION=${LOG_LOCATION:-$home/logs}
   export WOOF_STATE_DIR=${WOOF_STATE_DIR:-$home/state/gateway}
   export WOOF_BOT_STATE=${WOOF_BOT_STATE:-$home/state/bot-chats.json}
+  # TorchServe's working folder, where it writes key_file.json (token authorisation): app/ is read-only
+  # for the image's user, so woof serve runs TorchServe here with a copy of the config
+  export WOOF_TORCHSERVE_DIR=${WOOF_TORCHSERVE_DIR:-$home/state/torchserve}
 elif [ -x "$app/.venv/bin/woof" ]; then  # a checkout set up by scripts/setup.sh
   export PATH="$app/.venv/bin:$PATH"
 else

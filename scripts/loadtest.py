@@ -9,7 +9,9 @@ Prints req/s, p50/p95/p99 latency (client side), errors, and the resident memory
 
 Everything runs on loopback. By default it starts its own TorchServe (free ports, private temp folder)
 with the chosen archives and its own gateway, and stops both at the end; --torchserve-url/--mgmt-url
-use a running TorchServe instead (archives it lacks are registered, then unregistered).
+use a running TorchServe instead (archives it lacks are registered, then unregistered; its keys come from
+--key-file, default $WOOF_TORCHSERVE_KEY_FILE or where `woof serve` runs TorchServe). The direct case sends
+TorchServe's inference key (token authorisation), as the gateway does.
 
     .venv/bin/python scripts/loadtest.py --models lite0-int8 --duration 20
     .venv/bin/python scripts/loadtest.py --models lite0-int8,lite0-onnx --ab 10 --duration 60 --requests 5000
@@ -40,19 +42,22 @@ sys.path.insert(0, str(REPO))
 from scripts.bench import Client, LoadResult, Server, find_archives, free_ports  # noqa: E402
 from scripts.serve import CONFIG, read_properties, start_gateway, stop_gateway  # noqa: E402
 from woof.errors import WoofError  # noqa: E402
+from woof.torchserve_keys import KEY_FILE_ENV, TorchServeKeys  # noqa: E402
 
 
 def run_load(base_url: str, path: str, bodies: list[bytes], concurrency: int, duration: float,
-             requests: int, client_ids: int = 0) -> tuple[LoadResult, Counter]:
+             requests: int, client_ids: int = 0, keys: TorchServeKeys | None = None) -> tuple[LoadResult, Counter]:
     """`concurrency` threads post `bodies` in rotation until `duration` s passed or `requests` were sent.
     With client_ids > 0 each request carries one of that many X-Client-Id values (for the A/B split).
-    Returns the result and how many answers each model gave."""
+    `keys`: TorchServe's, when base_url is its inference API. Returns the result and how many answers each
+    model gave."""
     counter, lock, result, models = itertools.count(), threading.Lock(), LoadResult(), Counter()
     barrier = threading.Barrier(concurrency + 1)
     deadline: list[float] = []
 
     def worker(k: int) -> None:
-        client, latencies, errors, sent, seen, first_error = Client(base_url, timeout=60.0), [], 0, 0, Counter(), ""
+        client, latencies, errors, sent, seen, first_error = (Client(base_url, timeout=60.0, keys=keys), [], 0, 0,
+                                                              Counter(), "")
         try:
             try:
                 # opens the connection
@@ -215,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="threads per gunicorn worker (default: %(default)s)")
     p.add_argument("--torchserve-url", help="use this running TorchServe (loopback) instead of starting one")
     p.add_argument("--mgmt-url", help="its management API (with --torchserve-url)")
+    p.add_argument("--key-file", help="its key_file.json (with --torchserve-url; default: $WOOF_TORCHSERVE_KEY_FILE, "
+                                      "else where woof serve runs TorchServe)")
     p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = p.parse_args(argv)
     try:
@@ -237,7 +244,7 @@ def run(args) -> int:
           flush=True)
     rows = []
     with Server(Path(args.store), args.torchserve_url, args.mgmt_url, log=lambda m: print(m, flush=True),
-                workers=args.ts_workers) as ts:
+                workers=args.ts_workers, key_file=args.key_file) as ts:
         for archive in archives:
             ts.register(archive)
         ts_pid = listening_pid(urllib.parse.urlsplit(ts.url).port)
@@ -247,7 +254,8 @@ def run(args) -> int:
         (base / "prometheus").mkdir()
         env = {"WOOF_TORCHSERVE_URL": ts.url, "WOOF_TORCHSERVE_MGMT_URL": ts.mgmt, "WOOF_DEFAULT_MODEL": names[0],
                "WOOF_ADMIN_TOKEN": token, "WOOF_MODEL_STORE": str(Path(args.store).resolve()),
-               "WOOF_STATE_DIR": str(base / "state"), "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus")}
+               "WOOF_STATE_DIR": str(base / "state"), "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus"),
+               KEY_FILE_ENV: str(ts.keys.path or "")}
         gateway_process = start_gateway(env, f"127.0.0.1:{port}", args.workers, args.threads, log_dir=base,
                                         access_log=False, log=lambda m: print(m, flush=True), tied=True)
         gateway = f"http://127.0.0.1:{port}"
@@ -259,7 +267,8 @@ def run(args) -> int:
             # Warm-up, untimed: workers import lazily and grow their pools on first use, which is not growth
             # under load; the memory baseline is taken after it.
             for name in names:
-                run_load(ts.url, f"/predictions/{name}", bodies, args.concurrency, args.warmup, 20 * args.concurrency)
+                run_load(ts.url, f"/predictions/{name}", bodies, args.concurrency, args.warmup, 20 * args.concurrency,
+                         keys=ts.keys)
                 run_load(gateway, f"/predict?model={name}", bodies, args.concurrency, args.warmup,
                          20 * args.concurrency, client_ids=1000)
             start_mem = memory()
@@ -273,7 +282,8 @@ def run(args) -> int:
                                           ("gateway", gateway, f"/predict?model={name}")):
                     before = memory()
                     result, _ = run_load(url, path, bodies, args.concurrency, args.duration, args.requests,
-                                         client_ids=1000 if target == "gateway" else 0)
+                                         client_ids=1000 if target == "gateway" else 0,
+                                         keys=ts.keys if target == "torchserve" else None)
                     after = memory()
                     rows.append(row(name, target, result, {
                         "gateway_before": before["gateway"], "gateway_after": after["gateway"],

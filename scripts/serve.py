@@ -10,6 +10,12 @@ runs just the gateway against WOOF_TORCHSERVE_URL / WOOF_TORCHSERVE_MGMT_URL.
 missing or older than their trained model, starts TorchServe from the repository root and waits until
 /ping answers Healthy. `woof serve --stop` stops it (the server recorded in TorchServe's pid file in
 the temp folder, exactly as `torchserve --stop` does). Logs go to logs/ (LOG_LOCATION, METRICS_LOCATION).
+
+Token authorisation is on (config.properties): TorchServe writes its keys to key_file.json in the directory
+it starts in, which is the config's folder, or $WOOF_TORCHSERVE_DIR when set (the Docker image: a writable
+folder under state/; TorchServe then gets a copy of the config there with model_store made absolute).
+`woof serve` creates that file empty with mode 0600 before each start, reads it through
+woof.torchserve_keys, and gives its path to the gateway as WOOF_TORCHSERVE_KEY_FILE.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -32,6 +37,7 @@ from handlers import archive
 from training.data import resolve_root
 from woof import processes
 from woof.errors import WoofError
+from woof.torchserve_keys import INFERENCE, KEY_FILE, KEY_FILE_ENV, MANAGEMENT, TorchServeKeys, prepare_key_file
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config.properties"
@@ -42,6 +48,7 @@ GATEWAY_BIND = "127.0.0.1:8000"
 GATEWAY_PID = LOGS / "gateway.pid"
 LOG_CONFIG = REPO / "handlers" / "log4j2.xml"  # TorchServe's logging: bounded, no per-request lines
 ROTATE_AT = 10 * 1024 * 1024  # woof's own log files (launcher.log, gateway.log) roll at 10 MB, one old copy
+TORCHSERVE_DIR_ENV = "WOOF_TORCHSERVE_DIR"  # where TorchServe runs (and writes key_file.json); default: config's
 
 
 def rotate(path: Path, limit: int = ROTATE_AT) -> Path:
@@ -118,18 +125,18 @@ def torchserve_command() -> str:
     return found
 
 
-def ping(inference_address: str, timeout: float = 2.0) -> str | None:
-    """TorchServe's /ping status ("Healthy", "Partial Healthy", "Unhealthy"), or None if nothing answers."""
+def ping(inference_address: str, timeout: float = 2.0, keys: TorchServeKeys | None = None) -> str | None:
+    """TorchServe's /ping status ("Healthy", "Partial Healthy", "Unhealthy"), or None if nothing answers.
+    /ping needs the inference key too; without `keys` (or refused) the answer is "HTTP 400"."""
+    url = f"{inference_address.rstrip('/')}/ping"
     try:
-        with urllib.request.urlopen(f"{inference_address.rstrip('/')}/ping", timeout=timeout) as r:
-            return json.loads(r.read()).get("status")
-    except urllib.error.HTTPError as e:  # 500 while workers are not ready
-        try:
-            return json.loads(e.read()).get("status", f"HTTP {e.code}")
-        except ValueError:
-            return f"HTTP {e.code}"
+        status, body = (keys or TorchServeKeys(None)).urlopen(INFERENCE, url, timeout=timeout)
     except (OSError, ValueError):
         return None
+    try:
+        return json.loads(body).get("status", f"HTTP {status}")  # 500 while workers are not ready
+    except (ValueError, AttributeError):
+        return f"HTTP {status}"
 
 
 def pid_file(env: dict[str, str] | None = None) -> Path:
@@ -149,15 +156,45 @@ def _server_pid(env: dict[str, str]) -> int | None:
         return None
 
 
-def model_ready(management_address: str, name: str, timeout: float = 2.0) -> bool:
+def model_ready(management_address: str, name: str, timeout: float = 2.0, keys: TorchServeKeys | None = None
+                ) -> bool:
     """True when model `name` is registered and has a READY worker (/ping alone says Healthy even
-    when an archive in load_models failed to load)."""
+    when an archive in load_models failed to load). `keys`: that server's (the management key)."""
     try:
-        with urllib.request.urlopen(f"{management_address.rstrip('/')}/models/{name}", timeout=timeout) as r:
-            versions = json.loads(r.read())
-    except (OSError, ValueError):
+        status, body = (keys or TorchServeKeys(None)).urlopen(
+            MANAGEMENT, f"{management_address.rstrip('/')}/models/{name}", timeout=timeout)
+        versions = json.loads(body) if status == 200 else []
+        return any(w.get("status") == "READY" for v in versions for w in v.get("workers", []))
+    except (OSError, ValueError, AttributeError, TypeError):
         return False
-    return any(w.get("status") == "READY" for v in versions for w in v.get("workers", []))
+
+
+def torchserve_dir(config: str | Path = CONFIG) -> Path:
+    """The directory TorchServe runs in, where it writes key_file.json: $WOOF_TORCHSERVE_DIR, else the config's."""
+    chosen = os.environ.get(TORCHSERVE_DIR_ENV)
+    return Path(chosen).resolve() if chosen else Path(config).resolve().parent
+
+
+def key_file(cwd: str | Path) -> Path:
+    """TorchServe's key file when it runs in `cwd` (its Java server writes it to its working directory)."""
+    return Path(cwd).resolve() / KEY_FILE
+
+
+def server_keys(config: str | Path, cwd: str | Path) -> TorchServeKeys:
+    """The keys of the TorchServe started with `config` in `cwd` (renewed through its management API)."""
+    return TorchServeKeys(key_file(cwd), read_properties(config).get("management_address", "http://127.0.0.1:8081"))
+
+
+def config_for(config: str | Path, cwd: str | Path) -> Path:
+    """`config` itself when TorchServe runs in its folder; else a copy in `cwd` (created mode 0700) with a
+    relative model_store made absolute, as TorchServe resolves it against its working directory."""
+    config, cwd = Path(config).resolve(), Path(cwd).resolve()
+    if cwd == config.parent:
+        return config
+    cwd.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = Path(read_properties(config).get("model_store", "model_store"))
+    return render_config(config, cwd / "config.properties",
+                         {"model_store": str(store if store.is_absolute() else (config.parent / store).resolve())})
 
 
 def model_names(props: dict[str, str]) -> list[str]:
@@ -201,11 +238,13 @@ def start_torchserve(config: str | Path = CONFIG, cwd: str | Path = REPO, env: d
                      log=print, tied: bool = False) -> int | None:
     """Start TorchServe with `config` from `cwd`; wait for /ping Healthy. Returns the server's pid.
 
-    tied: the server dies with this process however it ends (tests, woof bench, the load test)."""
+    tied: the server dies with this process however it ends (tests, woof bench, the load test).
+    Its keys: key_file.json in `cwd` (server_keys(config, cwd)), created here empty with mode 0600."""
     config = Path(config).resolve()
     props = read_properties(config)
     address = props.get("inference_address", "http://127.0.0.1:8080")
     names = model_names(props) if "management_address" in props else []
+    keys = server_keys(config, cwd)
     env = {**os.environ, **(env or {})}
     env.setdefault("LOG_LOCATION", str(LOGS))
     env.setdefault("METRICS_LOCATION", env["LOG_LOCATION"])
@@ -218,6 +257,7 @@ def start_torchserve(config: str | Path = CONFIG, cwd: str | Path = REPO, env: d
     if pid_file(env).exists():  # left by a TorchServe that died: its launcher would refuse on a reused pid
         pid_file(env).unlink(missing_ok=True)
         log(f"removed the stale TorchServe pid file {pid_file(env)} (no TorchServe runs)")
+    prepare_key_file(cwd)  # replaces one a dead server left; TorchServe fills it in and keeps mode 0600
     cmd = [torchserve_command(), "--start", "--ts-config", str(config), "--ncs", "--log-config", str(LOG_CONFIG),
            *(extra_args or [])]
     if foreground:
@@ -229,9 +269,9 @@ def start_torchserve(config: str | Path = CONFIG, cwd: str | Path = REPO, env: d
     deadline, status = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        status = ping(address)
+        status = ping(address, keys=keys)
         if status == "Healthy":
-            waiting = [n for n in names if not model_ready(props["management_address"], n)]
+            waiting = [n for n in names if not model_ready(props["management_address"], n, keys=keys)]
             if not waiting:
                 break
             status = f"Healthy, but not ready yet: {', '.join(waiting)}"
@@ -248,7 +288,8 @@ def start_torchserve(config: str | Path = CONFIG, cwd: str | Path = REPO, env: d
     if tied and pid:
         processes.tie(pid)
     log(f"TorchServe is up: inference {address}, management {props.get('management_address', '?')}, "
-        f"metrics {props.get('metrics_address', '?')}; logs in {env['LOG_LOCATION']} (pid {pid})")
+        f"metrics {props.get('metrics_address', '?')}; keys in {keys.path}; logs in {env['LOG_LOCATION']} "
+        f"(pid {pid})")
     if foreground:
         try:
             process.wait()
@@ -374,12 +415,14 @@ def _gateway_pid(path: Path = GATEWAY_PID) -> int | None:
         return None
 
 
-def gateway_env(props: dict[str, str], root: Path) -> dict[str, str]:
-    """What the gateway needs to reach this TorchServe (the environment's own values win)."""
+def gateway_env(props: dict[str, str], root: Path, keys: Path | None = None) -> dict[str, str]:
+    """What the gateway needs to reach this TorchServe (the environment's own values win). `keys`: its
+    key file (default: key_file.json in `root`, where a TorchServe started from there writes it)."""
     names = model_names(props)
     env = {"WOOF_TORCHSERVE_URL": props.get("inference_address", "http://127.0.0.1:8080"),
            "WOOF_TORCHSERVE_MGMT_URL": props.get("management_address", "http://127.0.0.1:8081"),
-           "WOOF_MODEL_STORE": str((root / props.get("model_store", "model_store")).resolve())}
+           "WOOF_MODEL_STORE": str((root / props.get("model_store", "model_store")).resolve()),
+           KEY_FILE_ENV: str(keys or key_file(root))}
     if names:
         env["WOOF_DEFAULT_MODEL"] = names[0]
     return {k: os.environ.get(k) or v for k, v in env.items()}
@@ -393,7 +436,7 @@ def add_serve(sub) -> None:
                                    "/ping answers Healthy), then the Flask gateway under gunicorn, and stay "
                                    "attached: Ctrl-C or SIGTERM stops both. Logs: logs/ (LOG_LOCATION).")
     p.add_argument("--only", choices=COMPONENTS, help="start just this component (torchserve: in the background)")
-    p.add_argument("--stop", action="store_true", help="stop the running gateway and TorchServe")
+    p.add_argument("--stop", action="store_true", help="stop the running gateway and TorchServe (of --config)")
     p.add_argument("--detach", action="store_true", help="start and return; woof serve --stop stops them")
     p.add_argument("--config", metavar="FILE", default=str(CONFIG), help="TorchServe config (default: %(default)s)")
     p.add_argument("--data", metavar="PATH", help="Imagewoof root, needed only to build archives "
@@ -414,15 +457,18 @@ def cmd_serve(args) -> int:
     if args.stop:
         pid = _gateway_pid(log_dir() / GATEWAY_PID.name)
         print("gateway stopped" if pid and stop_gateway(pid) else "gateway is not running")
-        print("TorchServe stopped" if stop_torchserve() else "TorchServe is not running")
+        print("TorchServe stopped" if stop_torchserve(cwd=torchserve_dir(args.config)) else
+              "TorchServe is not running")
         return 0
     config = Path(args.config).resolve()
     props = read_properties(config)
+    home = torchserve_dir(config)  # TorchServe's working directory: its key file lands there
     if args.only != "gateway":
         torchserve_command()
         check_java()
         ensure_archives(props, config.parent, args.data)
-        start_torchserve(config, cwd=config.parent, timeout=args.timeout,
+        ts_config = config_for(config, home)
+        start_torchserve(ts_config, cwd=home, timeout=args.timeout,
                          foreground=args.foreground and args.only == "torchserve")
         if args.only == "torchserve":
             return 0
@@ -431,11 +477,13 @@ def cmd_serve(args) -> int:
         raise WoofError(f"a gateway is already running (pid file {logs / GATEWAY_PID.name}); "
                         "woof serve --stop stops it")
     try:
-        gateway = start_gateway(gateway_env(props, config.parent), args.bind, args.workers, args.threads,
-                                log_dir=logs, pid=logs / GATEWAY_PID.name)
+        env = gateway_env(props, config.parent, key_file(home))
+        if args.only is None:  # the TorchServe started just now writes its keys there, whatever the environment says
+            env[KEY_FILE_ENV] = str(key_file(home))
+        gateway = start_gateway(env, args.bind, args.workers, args.threads, log_dir=logs, pid=logs / GATEWAY_PID.name)
     except BaseException:
         if args.only is None:
-            stop_torchserve(cwd=config.parent)
+            stop_torchserve(cwd=home)
         raise
     if args.detach:
         print("woof serve --stop stops " + ("the gateway" if args.only else "the gateway and TorchServe"))
@@ -443,9 +491,9 @@ def cmd_serve(args) -> int:
     keeper = None
     if args.only is None:  # woof serve started TorchServe: it keeps it alive too
         state_dir = Path(os.environ.get("WOOF_STATE_DIR") or logs / "gateway")
-        keeper = TorchServeKeeper(config, config.parent, state_dir, timeout=args.timeout,
+        keeper = TorchServeKeeper(ts_config, home, state_dir, timeout=args.timeout,
                                   log=lambda m: print(m, file=sys.stderr, flush=True))
-    return supervise(gateway, stop_ts=args.only is None, cwd=config.parent, logs=logs, keeper=keeper)
+    return supervise(gateway, stop_ts=args.only is None, cwd=home, logs=logs, keeper=keeper)
 
 
 def log_dir() -> Path:
@@ -465,6 +513,7 @@ class TorchServeKeeper:
     def __init__(self, config: Path, cwd: Path, state_dir: Path, timeout: float = 180.0, log=print):
         self.config, self.cwd, self.state_dir, self.timeout, self.log = config, cwd, state_dir, timeout, log
         self.props = read_properties(config)
+        self.keys = server_keys(config, cwd)  # a restarted TorchServe rewrites the file: read again on change
         self.restarts = 0
 
     def alive(self) -> bool:
@@ -494,16 +543,20 @@ class TorchServeKeeper:
         management = self.props.get("management_address", "http://127.0.0.1:8081")
         done = []
         for name, entry in sorted(registered.items()):
-            if model_ready(management, name):
+            if model_ready(management, name, keys=self.keys):
                 continue
             query = urllib.parse.urlencode({"url": entry["archive"], "model_name": name, "synchronous": "true",
                                             "initial_workers": entry.get("workers", 1)})
             try:
-                with urllib.request.urlopen(urllib.request.Request(f"{management}/models?{query}", method="POST"),
-                                            timeout=self.timeout):
-                    done.append(name)
+                status, body = self.keys.urlopen(MANAGEMENT, f"{management}/models?{query}", method="POST",
+                                                 timeout=self.timeout)
             except (OSError, ValueError) as e:
-                self.log(f"could not re-register {name} ({entry['archive']}): {e}")
+                status, body = 0, str(e).encode()
+            if status == 200:
+                done.append(name)
+            else:
+                self.log(f"could not re-register {name} ({entry['archive']}): HTTP {status} "
+                         f"{body[:200].decode(errors='replace')}")
         return done
 
 

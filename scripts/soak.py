@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     logs = base / "logs"
     env = {**os.environ, "TMPDIR": str(base), "LOG_LOCATION": str(logs), "METRICS_LOCATION": str(logs),
            "WOOF_STATE_DIR": str(base / "state"), "WOOF_ADMIN_TOKEN": token}
-    for key in ("WOOF_TORCHSERVE_URL", "WOOF_TORCHSERVE_MGMT_URL", "WOOF_DEFAULT_MODEL", "WOOF_MODEL_STORE"):
+    # woof serve's own values: TorchServe runs in `base` (the config's folder) and writes its keys there
+    for key in ("WOOF_TORCHSERVE_URL", "WOOF_TORCHSERVE_MGMT_URL", "WOOF_DEFAULT_MODEL", "WOOF_MODEL_STORE",
+                "WOOF_TORCHSERVE_DIR", "WOOF_TORCHSERVE_KEY_FILE"):
         env.pop(key, None)
     gateway = f"http://127.0.0.1:{ports[5]}"
     serve = subprocess.Popen([str(Path(sys.executable).with_name("woof")), "serve", "--config", str(config),

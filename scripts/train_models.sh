@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train, choose, evaluate and calibrate the committed models under the 320 px protocol (README, "Training"):
+# Train, choose, evaluate and calibrate the committed models under the 320 px protocol (docs/training.md):
 #   1. train each recipe on the fixed 90 % of the 320 px train split (runs/NAME-320; resumable: rerun after a
 #      crash or Ctrl-C and it continues from the last finished epoch);
 #   2. score it and its weight mixes with the zero-shot start on the 10 % hold-out at 320 and 160 px

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("WOOF_TEST_DATA") or ROOT.parent / "shared" / "data" / "imagewoof2-160")
+# The 160 px Imagewoof the tests read: $WOOF_TEST_DATA, else the shared copy beside the repository, else
+# data/ (where `woof data fetch --size 160` puts it). scripts/test.sh says in one line how to get it if none.
+DATA_PLACES = [ROOT.parent / "shared" / "data" / "imagewoof2-160", ROOT / "data" / "imagewoof2-160"]
+DATA = Path(os.environ.get("WOOF_TEST_DATA") or next((p for p in DATA_PLACES if (p / "train").is_dir()),
+                                                     DATA_PLACES[0]))
 
 
 @pytest.fixture(scope="session")
@@ -86,13 +90,16 @@ def torchserve(tmp_path_factory, tiny_archives):
 
     It gets its own temp folder (TorchServe keeps its pid file and worker sockets there and refuses a
     second start while the pid file names a live server), its own logs and a copy of the repository's
-    config.properties with the ports, model store and load_models replaced.
+    config.properties with the ports, model store and load_models replaced. Token authorisation is on, as
+    deployed: `.key_file` is its key_file.json (in `.base`, where it runs) and `.keys` a
+    woof.torchserve_keys.TorchServeKeys for it: `.keys.headers("inference" | "management")` gives the
+    Authorization header (renewed when due).
     """
     import shutil
     from types import SimpleNamespace
 
     from scripts.bench import free_ports
-    from scripts.serve import render_config, start_torchserve, stop_torchserve
+    from scripts.serve import render_config, server_keys, start_torchserve, stop_torchserve
 
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.fail("TorchServe needs Java 17+, and there is no java here: apt-get install openjdk-17-jre-headless")
@@ -110,9 +117,11 @@ def torchserve(tmp_path_factory, tiny_archives):
     env = {"TMPDIR": str(base), "TEMP": str(base), "LOG_LOCATION": str(base / "logs"),
            "METRICS_LOCATION": str(base / "logs")}
     start_torchserve(config, cwd=base, env=env, timeout=150, log=lambda *a: None, tied=True)
+    keys = server_keys(config, base)
     try:
         yield SimpleNamespace(url=f"http://127.0.0.1:{inference}", management=f"http://127.0.0.1:{management}",
-                              models=list(TINY_ARCHIVES), store=tiny_archives, logs=base / "logs")
+                              models=list(TINY_ARCHIVES), store=tiny_archives, logs=base / "logs", base=base,
+                              key_file=keys.path, keys=keys)
     finally:
         stop_torchserve(env, cwd=base)
 
@@ -142,6 +151,7 @@ def gateway(tmp_path_factory, torchserve):
     base = tmp_path_factory.mktemp("gateway")
     (port,) = free_ports(1)
     env = {"WOOF_TORCHSERVE_URL": torchserve.url, "WOOF_TORCHSERVE_MGMT_URL": torchserve.management,
+           "WOOF_TORCHSERVE_KEY_FILE": str(torchserve.key_file),
            "WOOF_ADMIN_TOKEN": GATEWAY_ADMIN_TOKEN, "WOOF_DEFAULT_MODEL": "tiny-onnx",
            "WOOF_MODEL_STORE": str(torchserve.store), "WOOF_STATE_DIR": str(base / "state"),
            "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus"), "OMP_NUM_THREADS": "1"}

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from gateway import create_app
 from gateway.state import split_bucket
 from woof.breeds import WNIDS
 
-from .conftest import torch_threads, val_images
+from .conftest import ROOT, torch_threads, val_images
 
 TIMEOUT = 60
 
@@ -104,8 +105,9 @@ def test_predict_real_photos_raw_and_multipart_matches_torchserve(gateway, photo
         assert sorted(p["wnid"] for p in body["top_k"]) == list(WNIDS)
         assert sum(p["probability"] for p in body["top_k"]) == pytest.approx(1.0, abs=1e-3)
         # the gateway passes TorchServe's answer through unchanged
-        direct = requests.post(f"{gateway.torchserve.url}/predictions/tiny-onnx", data=jpeg,
-                               headers={"Content-Type": "image/jpeg"}, timeout=TIMEOUT).json()
+        direct = requests.post(f"{gateway.torchserve.url}/predictions/tiny-onnx", data=jpeg, timeout=TIMEOUT,
+                               headers={"Content-Type": "image/jpeg",
+                                        **gateway.torchserve.keys.headers("inference")}).json()
         assert body["top_k"] == direct["top_k"] and body["is_known_breed"] == direct["is_known_breed"]
         assert body["dog_probability"] == direct["dog_probability"]
     chunked = post(gateway, iter([photos[0][:1000], photos[0][1000:]]))  # no Content-Length
@@ -215,7 +217,8 @@ def test_models_lists_what_torchserve_hosts_with_card_fields(gateway, spec_schem
     assert body["default"] == gateway.default_model and body["split"] is None
     models = {m["name"]: m for m in body["models"]}
     assert {"tiny", "tiny-onnx"} <= set(models)
-    hosted = {m["modelName"] for m in requests.get(f"{gateway.torchserve.management}/models", timeout=10)
+    hosted = {m["modelName"] for m in requests.get(f"{gateway.torchserve.management}/models", timeout=10,
+                                                   headers=gateway.torchserve.keys.headers("management"))
               .json()["models"]}
     assert set(models) == hosted
     for name, fmt in (("tiny", "torchscript"), ("tiny-onnx", "onnx")):
@@ -307,7 +310,8 @@ def test_admin_needs_the_token(gateway, spec_schema):
 
 def test_admin_endpoints_are_off_without_a_token(gateway, tmp_path):
     app = create_app({"admin_token": "", "state_dir": str(tmp_path), "torchserve_url": gateway.torchserve.url,
-                      "torchserve_mgmt_url": gateway.torchserve.management})
+                      "torchserve_mgmt_url": gateway.torchserve.management,
+                      "torchserve_key_file": str(gateway.torchserve.key_file)})
     r = app.test_client().post("/admin/default", json={"model": "tiny"}, headers={"Authorization": "Bearer "})
     assert r.status_code == 403 and r.json["error"]["code"] == "admin_disabled"
 
@@ -379,7 +383,8 @@ def test_promotion_flow_register_split_default_rollback(gateway, photos, spec_sc
 
         assert call("POST", "scale", {"model": "tiny-candidate", "workers": 2}) == {"model": "tiny-candidate",
                                                                                   "workers": 2}
-        described = requests.get(f"{gateway.torchserve.management}/models/tiny-candidate", timeout=10).json()
+        described = requests.get(f"{gateway.torchserve.management}/models/tiny-candidate", timeout=10,
+                                 headers=gateway.torchserve.keys.headers("management")).json()
         assert len(described[0]["workers"]) == 2
         assert_error(admin(gateway, "POST", "scale", {"model": "tiny-candidate", "workers": 0}), 400, "bad_request")
         assert_error(admin(gateway, "POST", "scale", {"model": "nope", "workers": 1}), 404, "unknown_model")
@@ -411,16 +416,100 @@ def test_promotion_flow_register_split_default_rollback(gateway, photos, spec_sc
         assert_error(admin(gateway, "POST", "unregister", {"model": "tiny-candidate"}), 404, "unknown_model")
         assert post(gateway, photos[0]).status_code == 200
     finally:
-        requests.delete(f"{gateway.torchserve.management}/models/tiny-candidate", timeout=60)
+        requests.delete(f"{gateway.torchserve.management}/models/tiny-candidate", timeout=60,
+                        headers=gateway.torchserve.keys.headers("management"))
         admin(gateway, "DELETE", "split")
         admin(gateway, "POST", "default", {"model": gateway.default_model})
         (gateway.store / "tiny-candidate.mar").unlink(missing_ok=True)
 
 
+# ---------------------------------------------------------------- TorchServe's keys (token authorisation)
+def test_gateway_follows_rotated_torchserve_keys(gateway, photos):
+    """Someone renews TorchServe's keys through /token (its API key): the running gunicorn workers read the
+    rewritten key file and keep answering, the old keys are dead, and no key reaches the gateway's logs."""
+    ts = gateway.torchserve
+    old = json.loads(ts.key_file.read_text())
+    for kind in ("inference", "management"):
+        r = requests.get(f"{ts.management}/token", params={"type": kind}, timeout=10,
+                         headers={"Authorization": f"Bearer {old['API']['key']}"})
+        assert r.status_code == 200, r.text
+    new = json.loads(ts.key_file.read_text())
+    assert new["inference"]["key"] != old["inference"]["key"] and new["management"]["key"] != old["management"]["key"]
+    stale = requests.get(f"{ts.management}/models", headers={"Authorization": f"Bearer {old['management']['key']}"},
+                         timeout=10)
+    assert stale.status_code == 400 and stale.json()["type"] == "InvalidKeyException"
+    for i in range(4):  # over both gunicorn workers
+        r = post(gateway, photos[0], headers={"X-Client-Id": f"rotation-{i}"})
+        assert r.status_code == 200, r.text
+        assert requests.get(f"{gateway.url}/models", timeout=10).status_code == 200
+    assert requests.get(f"{gateway.url}/readyz", timeout=10).status_code == 200
+    keys = {old[k]["key"] for k in ("inference", "management", "API")} | {new[k]["key"] for k in ("inference",
+                                                                                                  "management")}
+    logs = b"".join(f.read_bytes() for f in gateway.logs.rglob("*") if f.is_file())
+    assert logs and not [k for k in keys if k.encode() in logs]
+
+
+def test_gateway_renews_expired_keys_without_a_restart(tiny_archives, tmp_path, monkeypatch):
+    """token_expiration_min=0.05: TorchServe's keys die after 3 s. The gateway renews an expired key through
+    /token before using it; a key TorchServe refuses although the gateway's clock says it is valid is renewed
+    on the refusal and the call sent again. (A TorchServe of its own without models: quick to start.)"""
+    import woof.torchserve_keys as tk
+    from scripts.bench import free_ports
+    from scripts.serve import render_config, start_torchserve, stop_torchserve
+
+    base = tmp_path / "ts"
+    base.mkdir()
+    inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
+    mgmt = f"http://127.0.0.1:{management}"
+    config = render_config(ROOT / "config.properties", base / "config.properties", {
+        "inference_address": f"http://127.0.0.1:{inference}", "management_address": mgmt,
+        "metrics_address": f"http://127.0.0.1:{metrics}", "grpc_inference_port": str(grpc_inference),
+        "grpc_management_port": str(grpc_management), "model_store": str(tiny_archives), "load_models": "",
+        "token_expiration_min": "0.05"})
+    env = {"TMPDIR": str(base), "TEMP": str(base), "LOG_LOCATION": str(base / "logs"),
+           "METRICS_LOCATION": str(base / "logs")}
+    key_file = base / "key_file.json"
+
+    def management_key() -> tuple[str, float]:
+        entry = json.loads(key_file.read_text())["management"]
+        return entry["key"], tk.parse_expiry(entry["expiration time"])
+
+    start_torchserve(config, cwd=base, env=env, timeout=120, log=lambda *a: None, tied=True)
+    try:
+        app = create_app({"torchserve_url": f"http://127.0.0.1:{inference}", "torchserve_mgmt_url": mgmt,
+                          "torchserve_key_file": str(key_file), "state_dir": str(tmp_path / "state")})
+        client = app.test_client()
+        assert client.get("/models").status_code == 200
+        first, expires = management_key()
+        time.sleep(max(0.0, expires - time.time()) + 0.3)
+        dead = requests.get(f"{mgmt}/models", headers={"Authorization": f"Bearer {first}"}, timeout=10)
+        assert dead.status_code == 400 and dead.json()["type"] == "InvalidKeyException"  # expired for TorchServe
+        r = client.get("/models")
+        assert r.status_code == 200 and r.json["models"] == [], r.json
+        second, expires = management_key()
+        assert second != first
+        assert app.extensions["woof"].torchserve.ping() == "Healthy"  # the inference key, renewed likewise
+
+        time.sleep(max(0.0, expires - time.time()) + 0.3)
+        real, renewals, renew = time.time, [], tk.TorchServeKeys.renew
+        monkeypatch.setattr(tk, "time", SimpleNamespace(time=lambda: real() - 3600, sleep=time.sleep,
+                                                        strptime=time.strptime))
+        monkeypatch.setattr(tk.TorchServeKeys, "renew", lambda self, kind, rejected=None: (
+            renewals.append((kind, rejected)) or renew(self, kind, rejected)))
+        r = client.get("/models")  # sent with the expired key, refused, renewed, sent again
+        assert r.status_code == 200, r.json
+        assert renewals == [("management", second)]  # on TorchServe's refusal, not before
+        assert management_key()[0] not in (first, second)
+    finally:
+        stop_torchserve(env, cwd=base)
+    assert not key_file.exists()  # torchserve --stop deletes it
+
+
 # ---------------------------------------------------------------- limits and faults (in-process app, real TorchServe)
 def app_client(torchserve, tmp_path, **settings):
     config = {"torchserve_url": torchserve.url, "torchserve_mgmt_url": torchserve.management,
-              "state_dir": str(tmp_path / "state"), "default_model": "tiny-onnx", **settings}
+              "torchserve_key_file": str(torchserve.key_file), "state_dir": str(tmp_path / "state"),
+              "default_model": "tiny-onnx", **settings}
     app = create_app(config)
     return app, app.test_client()
 
@@ -456,7 +545,7 @@ def test_torchserve_down_gives_503_fast_and_slow_gives_504(tmp_path, photos):
 
     (closed,) = free_ports(1)
     app = create_app({"torchserve_url": f"http://127.0.0.1:{closed}", "torchserve_mgmt_url":
-                      f"http://127.0.0.1:{closed}", "state_dir": str(tmp_path / "a")})
+                      f"http://127.0.0.1:{closed}", "state_dir": str(tmp_path / "a"), "torchserve_key_file": ""})
     client = app.test_client()
     start = time.perf_counter()
     r = client.post("/predict", data=photos[0], content_type="image/jpeg")
@@ -471,7 +560,7 @@ def test_torchserve_down_gives_503_fast_and_slow_gives_504(tmp_path, photos):
     try:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         client = create_app({"torchserve_url": url, "torchserve_mgmt_url": url, "read_timeout": 0.5,
-                             "state_dir": str(tmp_path / "b")}).test_client()
+                             "state_dir": str(tmp_path / "b"), "torchserve_key_file": ""}).test_client()
         start = time.perf_counter()
         r = client.post("/predict", data=photos[0], content_type="image/jpeg")
         assert r.status_code == 504 and r.json["error"]["code"] == "torchserve_timeout"

@@ -15,6 +15,7 @@ def test_loadtest_script_measures_direct_gateway_and_ab(torchserve, tmp_path, ca
     out = tmp_path / "rows.json"
     code = loadtest.main(["--models", "tiny-onnx,tiny", "--store", str(torchserve.store), "--data", str(DATA),
                           "--torchserve-url", torchserve.url, "--mgmt-url", torchserve.management,
+                          "--key-file", str(torchserve.key_file),
                           "--duration", "5", "--requests", "30", "--concurrency", "2", "--images", "12",
                           "--ab", "50", "--workers", "1", "--threads", "4", "--warmup", "1", "--json", str(out)])
     printed = capsys.readouterr().out

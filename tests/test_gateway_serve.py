@@ -4,8 +4,10 @@ SIGTERM stops both. A private TorchServe and gateway (not the shared fixtures), 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -47,7 +49,7 @@ def test_woof_serve_survives_torchserve_restart_and_stops_cleanly(tiny_archives,
            "METRICS_LOCATION": str(tmp_path / "logs"), "WOOF_STATE_DIR": str(tmp_path / "state"),
            "OMP_NUM_THREADS": "1", "WOOF_READ_TIMEOUT": "10", "WOOF_ADMIN_TOKEN": "serve-test-token"}
     for key in ("WOOF_TORCHSERVE_URL", "WOOF_TORCHSERVE_MGMT_URL", "WOOF_DEFAULT_MODEL", "WOOF_MODEL_STORE",
-                "PROMETHEUS_MULTIPROC_DIR"):
+                "PROMETHEUS_MULTIPROC_DIR", "WOOF_TORCHSERVE_DIR", "WOOF_TORCHSERVE_KEY_FILE"):
         env.pop(key, None)
     gateway = f"http://127.0.0.1:{ports[5]}"
     woof = Path(sys.executable).parent / "woof"
@@ -68,6 +70,9 @@ def test_woof_serve_survives_torchserve_restart_and_stops_cleanly(tiny_archives,
         r = predict()
         assert r.status_code == 200 and r.json()["model"] == "tiny-onnx"  # the default: first of load_models
         assert (tmp_path / "logs" / "gateway.pid").is_file() and (tmp_path / "logs" / "gateway.log").is_file()
+        # TorchServe runs in the config's folder: its keys are there, the owner's only, and the gateway uses them
+        key_file = tmp_path / "key_file.json"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and json.loads(key_file.read_text())["API"]["key"]
 
         # bounded logs: no per-request lines from TorchServe, one access line per request from the gateway
         logs = tmp_path / "logs"
@@ -150,6 +155,7 @@ def test_woof_serve_survives_torchserve_restart_and_stops_cleanly(tiny_archives,
         assert "removed the stale TorchServe pid file" in output
         assert "TorchServe died; restarting it" in output and "re-registered tiny" in output
         assert ping(f"http://127.0.0.1:{ports[0]}") is None
+        assert not key_file.exists()  # torchserve --stop deletes it
     finally:
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGTERM)

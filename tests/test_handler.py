@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.server
 import io
 import json
 import shutil
+import stat
 import sys
+import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 
@@ -23,18 +29,29 @@ from woof.errors import WoofError
 from .conftest import ROOT, torch_threads, val_images
 
 
-def post(url: str, body: bytes, content_type: str = "application/octet-stream") -> tuple[int, object]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+def post(torchserve, path: str, body: bytes, content_type: str = "application/octet-stream") -> tuple[int, object]:
+    """POST to the fixture's inference API, with its inference key."""
+    status, data = torchserve.keys.urlopen("inference", f"{torchserve.url}{path}", method="POST", data=body,
+                                           headers={"Content-Type": content_type}, timeout=60)
+    return status, json.loads(data)
+
+
+def get(torchserve, path: str):
+    """GET from the fixture's management API, with its management key."""
+    status, data = torchserve.keys.urlopen("management", f"{torchserve.management}{path}", timeout=30)
+    assert status == 200, data
+    return json.loads(data)
+
+
+def raw(method: str, url: str, headers: dict | None = None) -> tuple[int, dict]:
+    """A call with exactly these headers (no key unless given): (status, JSON body)."""
+    request = urllib.request.Request(url, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=60) as r:
+        with urllib.request.urlopen(request, timeout=30) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
-def get(url: str):
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return json.loads(r.read())
+        with e:
+            return e.code, json.loads(e.read())
 
 
 def png(width: int, height: int, mode: str = "L") -> bytes:
@@ -174,7 +191,9 @@ def test_repository_config_is_loopback_only(tmp_path):
     for key in ("inference_address", "management_address", "metrics_address"):
         assert props[key].startswith("http://127.0.0.1:"), key
     assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
-    assert props["disable_token_authorization"] == "true" and props["enable_model_api"] == "true"
+    # token authorisation on (TorchServe's default: the switch must not be there), archives from the store only
+    assert "disable_token_authorization" not in props and props["enable_model_api"] == "true"
+    assert props["allowed_urls"] == "(?!)" and float(props["token_expiration_min"]) > 0
     assert int(props["max_request_size"]) >= 12_000_000 and props["load_models"] == "lite0-int8.mar"
     copy = read_properties(render_config(ROOT / "config.properties", tmp_path / "c", {"model_store": "/x", "a": "1"}))
     assert copy == {**props, "model_store": "/x", "a": "1"}
@@ -225,7 +244,7 @@ def test_each_archive_answers_real_photos(torchserve, tiny_model_dir, data_root)
     photos = val_images(data_root)[:3]
     for name in torchserve.models:
         for path, _ in photos:
-            status, result = post(f"{torchserve.url}/predictions/{name}", path.read_bytes(), "image/jpeg")
+            status, result = post(torchserve, f"/predictions/{name}", path.read_bytes(), "image/jpeg")
             assert status == 200, result
             check_schema(result, card)
 
@@ -240,7 +259,7 @@ def test_torchserve_gives_the_eval_code_path_probabilities(torchserve, tiny_mode
     expected = answers(imagenet, open_set_rule(card, "fp32"))
     for name in torchserve.models:
         for i, path in enumerate(paths):
-            status, result = post(f"{torchserve.url}/predictions/{name}", path.read_bytes())
+            status, result = post(torchserve, f"/predictions/{name}", path.read_bytes())
             assert status == 200, result
             served = {p["wnid"]: p["probability"] for p in result["top_k"]}
             np.testing.assert_allclose([served[w] for w in WNIDS], probabilities[i], atol=1e-4, err_msg=name)
@@ -261,16 +280,91 @@ BAD_INPUTS = {
 def test_bad_inputs_get_422_and_the_worker_survives(torchserve, data_root):
     jpeg = val_images(data_root)[0][0].read_bytes()
     name = "tiny-onnx"
-    worker_pid = get(f"{torchserve.management}/models/{name}")[0]["workers"][0]["pid"]
+    worker_pid = get(torchserve, f"/models/{name}")[0]["workers"][0]["pid"]
     for what, make in BAD_INPUTS.items():
-        status, result = post(f"{torchserve.url}/predictions/{name}", make(jpeg))
+        status, result = post(torchserve, f"/predictions/{name}", make(jpeg))
         assert status == 422, (what, result)
         assert result["error"]["code"] == "invalid_image" and result["error"]["message"], what
-        status, result = post(f"{torchserve.url}/predictions/{name}", jpeg)
+        status, result = post(torchserve, f"/predictions/{name}", jpeg)
         assert status == 200 and len(result["top_k"]) == 10, what
-    assert get(f"{torchserve.management}/models/{name}")[0]["workers"][0]["pid"] == worker_pid
-    status, result = post(f"{torchserve.url}/predictions/tiny", b"")
+    assert get(torchserve, f"/models/{name}")[0]["workers"][0]["pid"] == worker_pid
+    status, result = post(torchserve, "/predictions/tiny", b"")
     assert status == 422 and result["error"]["code"] == "invalid_image"
+
+
+# ---------------------------------------------------------------- ShellTorch (CVE-2023-43654): URLs and keys
+@contextlib.contextmanager
+def counting_server():
+    """A loopback HTTP server offering a .mar; records every connection it accepts (a TLS attempt too)."""
+    connections: list[tuple] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def setup(self):
+            connections.append(self.client_address)
+            super().setup()
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"PK")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_port, connections
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+REFUSED = {"code": 400, "type": "InvalidKeyException",
+           "message": "Token Authorization failed. Token either incorrect, expired, or not provided correctly"}
+
+
+def test_torchserve_registers_no_archive_from_a_url(torchserve):
+    """allowed_urls=(?!): every URL is refused before any download; names in the model store still load
+    (the fixture's load_models, the gateway's /admin/register)."""
+    register = f"{torchserve.management}/models?"
+    with counting_server() as (port, connections):
+        urls = [f"http://127.0.0.1:{port}/evil.mar", f"HTTP://127.0.0.1:{port}/evil.mar",
+                f"https://127.0.0.1:{port}/evil.mar", f"file://{torchserve.store}/tiny.mar"]
+        for url in urls:
+            query = urllib.parse.urlencode({"url": url, "model_name": "evil", "synchronous": "true"})
+            status, body = raw("POST", register + query, torchserve.keys.headers("management"))
+            assert (status, body) == (404, {"code": 404, "type": "ModelNotFoundException",
+                                            "message": f"Given URL {url} does not match any allowed URL(s)"})
+        # without the management key the request is refused before the URL is even looked at
+        assert raw("POST", register + urllib.parse.urlencode({"url": urls[0]})) == (400, REFUSED)
+        time.sleep(0.5)  # a download would have connected by now
+    assert connections == []
+    assert "evil" not in {m["modelName"] for m in get(torchserve, "/models")["models"]}
+
+
+def test_torchserve_refuses_calls_without_its_key(torchserve):
+    m, i = torchserve.management, torchserve.url
+    calls = {("GET", f"{m}/models"): "management", ("DELETE", f"{m}/models/no-such-model"): "management",
+             ("GET", f"{m}/token?type=management"): "API", ("GET", f"{i}/ping"): "inference",
+             ("POST", f"{i}/predictions/tiny"): "inference"}
+    wrong = {"management": "inference", "inference": "management", "API": "management"}
+    for (method, url), kind in calls.items():
+        for headers in ({}, {"Authorization": "Bearer not-the-key"}, torchserve.keys.headers(wrong[kind])):
+            status, body = raw(method, url, headers)
+            assert status == 400 and body["type"] == "InvalidKeyException", (method, url, headers.keys(), body)
+            if kind != "API":  # /token words it "Authentication"
+                assert body == REFUSED
+    assert raw("GET", f"{i}/ping", torchserve.keys.headers("inference")) == (200, {"status": "Healthy"})
+    assert raw("GET", f"{m}/models", torchserve.keys.headers("management"))[0] == 200
+    # the key file is the owner's alone, and TorchServe logs no key
+    assert stat.S_IMODE(torchserve.key_file.stat().st_mode) == 0o600
+    data = json.loads(torchserve.key_file.read_text())
+    secrets = [data["management"]["key"], data["inference"]["key"], data["API"]["key"]]
+    logs = b"".join(f.read_bytes() for f in torchserve.logs.rglob("*") if f.is_file())
+    assert logs and not [s for s in secrets if s.encode() in logs]
+    assert not [s for s in secrets if s in repr(torchserve.keys)]
 
 
 # ---------------------------------------------------------------- the handler in-process (batches)
