@@ -39,6 +39,9 @@ MD = ROOT / "reports" / "selection_320.md"
 FIELDS = ["row", "architecture", "what", "correct_320", "correct_160", "total", "p_320", "p_160", "train_seconds"]
 
 
+EARLIER = " (earlier run)"  # rows from a previous training of a run folder that has been retrained since
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", help="trained run folders (card.json + model.safetensors)")
@@ -68,6 +71,9 @@ def main() -> int:
                 out[name] = logits.argmax(1) == labels
             return out
 
+        for key in [k for k in rows if k.startswith(f"{run.name}_wise_") and not k.endswith(EARLIER)]:
+            # a mix of an earlier training of this run's name: keep its figures, marked, not as this run's
+            rows[key + EARLIER] = {**rows.pop(key), "row": key + EARLIER}
         zs_key = f"zero_shot_{arch}_{spec['input_size']}"
         zs_hits = score(create_model(arch, pretrained="imagenet"), zero_shot=True)
         rows[zs_key] = make_row(zs_key, arch, f"{arch} ImageNet head's 10 breed rows, no training, "
@@ -116,10 +122,22 @@ def choose(rows: list[dict]) -> dict[str, str]:
             continue
         floor = {n: int(zs[0][f"correct_{n}"]) for n in ("320", "160")}
         ok = [r for r in rows if r["architecture"] == arch and not r["row"].startswith("zero_shot_")
+              and not r["row"].endswith(EARLIER)
               and all(int(r[f"correct_{n}"]) >= floor[n] for n in ("320", "160"))]
         if ok:
             chosen[arch] = max(ok, key=lambda r: int(r["correct_320"]) + int(r["correct_160"]))["row"]
     return chosen
+
+
+def choose_candidate(rows: list[dict], arch: str) -> str:
+    """An A/B candidate where no row qualifies (served beside the default, never as it): among the rows not
+    significantly worse than zero-shot at either size (exact McNemar p >= 0.05), the most right at 320 + 160 px."""
+    fair = [r for r in rows if r["architecture"] == arch and not r["row"].startswith("zero_shot_")
+            and not r["row"].endswith(EARLIER) and r["p_320"] != ""
+            and all(float(r[f"p_{n}"]) >= 0.05 or int(r[f"correct_{n}"]) >= int(zero[f"correct_{n}"])
+                    for n in ("320", "160") for zero in rows
+                    if zero["architecture"] == arch and zero["row"].startswith("zero_shot_"))]
+    return max(fair, key=lambda r: int(r["correct_320"]) + int(r["correct_160"]))["row"] if fair else ""
 
 
 def write(rows: list[dict]) -> None:
@@ -136,7 +154,9 @@ def write(rows: list[dict]) -> None:
              "involved, teachers included, trained on them. Val is not used. p: exact McNemar test against the "
              "zero-shot row of the same architecture on the same images. Rule, fixed in advance: at least the "
              "zero-shot count at each size, then the most images right at 320 + 160 px. "
-             "A difference of a few images is noise (one image = 0.11 pt).", "",
+             "A difference of a few images is noise (one image = 0.11 pt). Rows marked (earlier run) are weight "
+             "mixes of a previous training of the same run folder and recipe (kept for reference, never chosen); "
+             "the same recipe does not retrain bit for bit on CPU.", "",
              "Command: `.venv/bin/python scripts/select_320.py RUN [RUN ...] --wise ALPHAS` (see its docstring).", "",
              "| row | what | hold-out 320 px | hold-out 160 px | p vs zero-shot (320 / 160) | training |",
              "|---|---|---|---|---|---|"]
@@ -147,6 +167,12 @@ def write(rows: list[dict]) -> None:
         secs = f"{float(r['train_seconds']) / 60:.0f} min" if r.get("train_seconds") not in ("", None) else ""
         lines.append(f"| {r['row']}{mark} | {r['what']} | {fmt_acc(accuracy_entry(int(r['correct_320']), total))} "
                      f"| {fmt_acc(accuracy_entry(int(r['correct_160']), total))} | {p} | {secs} |")
+    for arch in sorted({r["architecture"] for r in rows} - set(chosen)):
+        candidate = choose_candidate(rows, arch)
+        lines += ["", f"{arch}: no row reached zero-shot at both sizes, so none is a default. A/B candidate (served "
+                  "beside the default, never as it; rule: among rows not significantly worse than zero-shot at "
+                  "either size, exact McNemar p >= 0.05, the most images right at 320 + 160 px): "
+                  + (f"**{candidate}**." if candidate else "none.")]
     MD.write_text("\n".join(lines) + "\n")
     print(f"wrote {MD}" + "".join(f"\nchosen for {a}: {c}" for a, c in chosen.items()))
 
