@@ -1,5 +1,6 @@
 """torchrun + DistributedDataParallel on this machine's CPU (gloo on loopback): 2 processes on a tiny real subset,
-for the supervised and the Barlow Twins objective; kill and resume; the global-batch Barlow Twins loss."""
+for the supervised, joint (CE + distillation + Barlow Twins) and Barlow Twins objectives; kill and resume;
+the global-batch Barlow Twins loss."""
 
 from __future__ import annotations
 
@@ -55,6 +56,26 @@ def test_two_processes_train_the_same_weights_and_rank_0_writes(data_root, tmp_p
     assert 0 <= float(row["holdout_acc"]) <= 1
     model, _ = load_model(out)  # what rank 0 wrote loads and evaluates
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("objective,flags", [
+    ("distillation", ["--teacher", "zero-shot:efficientnet_lite0", "--teacher-runtime", "pytorch"]),
+    ("joint", ["--barlow-weight", "0.5", "--projector", "32-32-16"]),
+])
+def test_distillation_and_joint_barlow_twins_ce_over_two_processes(data_root, tmp_path, objective, flags):
+    """The other objectives of `woof train` under torchrun: CE + distillation, CE + Barlow Twins."""
+    out = tmp_path / objective
+    result = torchrun("train", "--out", str(out), "--data", str(data_root), "--epochs", "1", *flags, *TINY)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "parameters identical across 2 processes" in result.stdout
+    assert result.stdout.count("saved ") == 1  # rank 0 alone writes
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["processes"] == 2
+    (row,) = rows(out)
+    if objective == "joint":
+        assert float(row["bt_off_diag"]) > 0, row  # the Barlow Twins term over the global batch
+    else:
+        assert card["recipe"]["teacher"] == "zero-shot:efficientnet_lite0" and "distilling from" in result.stdout
 
 
 def test_barlow_twins_over_two_processes_and_a_killed_run_resumes(data_root, tmp_path):
