@@ -37,4 +37,14 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     echo "setup: note: tests/test_web.py needs /usr/bin/chromium: sudo apt-get install -y chromium chromium-driver" >&2
   fi
 fi
+# scripts/side_by_side.py loads the servers with Debian's wrk (a C load generator: less client CPU on few
+# cores than Python); without it the script falls back to the project's Python client and says so.
+if ! command -v wrk >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk ||
+      echo "setup: note: apt-get could not install wrk; scripts/side_by_side.py will use its Python client" >&2
+  else
+    echo "setup: note: scripts/side_by_side.py prefers wrk: sudo apt-get install -y wrk" >&2
+  fi
+fi
 echo "setup: done. Try: .venv/bin/woof predict path/to/dog.jpg"
