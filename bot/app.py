@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from telegram import BotCommand, LinkPreviewOptions, Update
@@ -22,6 +22,7 @@ from telegram.ext import (
 
 from . import handlers
 from .gateway import GatewayClient
+from .identity import ClientIds, load_secret
 from .ratelimit import RateLimiter
 from .store import ChatStore
 
@@ -46,10 +47,13 @@ class Settings:
     webhook_port: int = 8443
     webhook_secret: str | None = None
     concurrency: int = 8
+    secret: str = field(default="", repr=False)  # keys the per-chat ids (bot/identity.py); never logged
+    secret_source: str = ""
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats as usual, then replaces every secret (the bot token, the webhook secret) by a mask."""
+    """Formats as usual, then replaces every secret (the bot token, the webhook secret, the client-id key) by a
+    mask."""
 
     def __init__(self, fmt: str, secrets_: list[str]):
         super().__init__(fmt)
@@ -86,10 +90,13 @@ def build_application(settings: Settings) -> Application:
         .post_shutdown(_post_shutdown)
         .build()
     )
+    if not settings.secret:
+        settings.secret, settings.secret_source = load_secret(settings.state)
     app.bot_data["woof"] = handlers.Services(
         store=ChatStore(settings.state),
         limiter=RateLimiter(settings.rate_count, settings.rate_seconds),
         gateway_url=settings.gateway_url,
+        ids=ClientIds(settings.secret),
     )
     app.bot_data["woof_settings"] = settings
     add_handlers(app)
@@ -126,8 +133,9 @@ async def _post_init(app: Application) -> None:
         log.warning("could not set the command menu: %s", e)
     limit = (f"{settings.rate_count} updates per {settings.rate_seconds:g} s per user" if settings.rate_count
              else "off")
-    log.info("woof bot @%s started: gateway %s, chat store %s, rate limit %s, %s", app.bot.username,
-             settings.gateway_url, settings.state, limit,
+    log.info("woof bot @%s started: gateway %s, chat store %s, client ids keyed by %s, rate limit %s, %s",
+             app.bot.username, settings.gateway_url, settings.state, settings.secret_source or "the given secret",
+             limit,
              f"webhook {settings.webhook_url}" if settings.webhook_url else "long polling")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -13,11 +12,6 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUS = {502, 503, 504}
 BUSY_CODES = {"rate_limited", "overloaded", "torchserve_busy"}  # the gateway's error codes for "too much now"
-
-
-def client_id(chat_id: int) -> str:
-    """The X-Client-Id of a chat: a hash, so the gateway (and its logs) never see the chat id."""
-    return hashlib.sha256(f"woof-telegram-chat:{chat_id}".encode()).hexdigest()[:24]
 
 
 class GatewayError(Exception):

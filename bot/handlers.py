@@ -14,7 +14,8 @@ from telegram.error import BadRequest, TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from . import texts
-from .gateway import GatewayClient, GatewayError, client_id
+from .gateway import GatewayClient, GatewayError
+from .identity import ClientIds, legacy_client_id
 from .images import TELEGRAM_DOWNLOAD_LIMIT, BadImage, is_image_document, prepare
 from .ratelimit import RateLimiter
 from .store import ChatStore
@@ -29,7 +30,15 @@ class Services:
     store: ChatStore
     limiter: RateLimiter
     gateway_url: str
+    ids: ClientIds
     gateway: GatewayClient | None = None  # created in post_init, inside the event loop
+
+    def client(self, chat_id: int) -> str:
+        """The chat's keyed id (X-Client-Id, chat-store key); moves a pre-upgrade store entry to it."""
+        client = self.ids(chat_id)
+        if self.store.adopt(legacy_client_id(chat_id), client):
+            log.info("chat store: chat %s kept its /model choice from before keyed ids", client[:8])
+        return client
 
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
@@ -46,10 +55,13 @@ async def rate_limit(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     allowed, warn, retry_after = limiter.hit(user.id)
     if allowed:
         return
-    log.info("rate limit: user %s blocked for %.1f s", client_id(user.id)[:8], retry_after)
+    log.info("rate limit: user %s blocked for %.1f s", services(context).ids(user.id)[:8], retry_after)
     if warn and message is not None:
-        await message.reply_text(texts.RATE_LIMITED.format(
-            count=limiter.count, window=texts.seconds(limiter.seconds), wait=texts.seconds(retry_after)))
+        try:
+            await message.reply_text(texts.RATE_LIMITED.format(
+                count=limiter.count, window=texts.seconds(limiter.seconds), wait=texts.seconds(retry_after)))
+        except TelegramError as e:  # the update stays stopped: a failed notice must not let it through
+            log.warning("rate limit: could not send the notice: %s", e)
     raise ApplicationHandlerStop
 
 
@@ -69,13 +81,13 @@ async def about(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     except GatewayError as e:
         await reply_gateway_error(update, e)
         return
-    chosen = woof.store.model(client_id(update.effective_chat.id))
+    chosen = woof.store.model(woof.client(update.effective_chat.id))
     await update.effective_message.reply_text(texts.about(models, chosen))
 
 
 async def model(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     woof, message = services(context), update.effective_message
-    client = client_id(update.effective_chat.id)
+    client = woof.client(update.effective_chat.id)
     if context.args and context.args[0].lower() in RESET_WORDS:
         woof.store.set_model(client, None)
         await message.reply_text("OK: this chat uses the default model again (the gateway's A/B split).")
@@ -160,7 +172,7 @@ async def answer_image(update: Update, context: ContextTypes.DEFAULT_TYPE, media
         log.info("undecodable image (%d bytes): %s", len(data), e)
         await message.reply_text(texts.BAD_IMAGE, do_quote=True)
         return
-    client = client_id(message.chat_id)
+    client = woof.client(message.chat_id)
     chosen, note = woof.store.model(client), ""
     try:
         try:

@@ -1,9 +1,17 @@
-"""Per-user sliding-window rate limit (N updates per S seconds), in memory."""
+"""Per-user rate limit (N updates per S seconds, a moving window), on the `limits` library's in-memory storage.
+
+`limits` keeps the window (MovingWindowRateLimiter + MemoryStorage, which also drops idle users on its own);
+this module adds only what the bot says about it: one notice per blocked window, with the seconds until the
+oldest counted update leaves the window.
+"""
 
 from __future__ import annotations
 
 import time
-from collections import deque
+
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 
 def parse_rate(text: str) -> tuple[int, float]:
@@ -17,16 +25,18 @@ def parse_rate(text: str) -> tuple[int, float]:
     except ValueError:
         raise ValueError(f"rate limit must look like COUNT/SECONDS (e.g. 20/60) or 0 to switch it off: {text!r}")\
             from None
-    if count < 1 or seconds <= 0:
-        raise ValueError(f"rate limit needs COUNT >= 1 and SECONDS > 0: {text!r}")
+    if count < 1 or seconds < 1 or not seconds.is_integer():
+        raise ValueError(f"rate limit needs COUNT >= 1 and a whole number of SECONDS >= 1: {text!r}")
     return count, seconds
 
 
 class RateLimiter:
-    def __init__(self, count: int, seconds: float, clock=time.monotonic):
-        self.count, self.seconds, self.clock = count, seconds, clock
-        self._hits: dict[int, deque] = {}
-        self._warned: dict[int, float] = {}  # user -> when the window that was warned about ends
+    def __init__(self, count: int, seconds: float):
+        self.count, self.seconds = count, seconds
+        self._warned: dict[int, float] = {}  # user -> when the window that was warned about ends (time.time())
+        if self.enabled:
+            self._item = RateLimitItemPerSecond(count, int(seconds))
+            self._window = MovingWindowRateLimiter(MemoryStorage())
 
     @property
     def enabled(self) -> bool:
@@ -36,22 +46,14 @@ class RateLimiter:
         """Count one update. Returns (allowed, warn, retry_after): warn is True once per blocked window."""
         if not self.enabled:
             return True, False, 0.0
-        now = self.clock()
-        hits = self._hits.setdefault(user_id, deque())
-        while hits and hits[0] <= now - self.seconds:
-            hits.popleft()
-        if len(hits) < self.count:
-            hits.append(now)
-            if len(self._hits) > 10_000:  # keep memory bounded on a busy bot
-                self._forget_idle(now)
+        key = str(user_id)
+        if self._window.hit(self._item, key):
             return True, False, 0.0
-        retry_after = hits[0] + self.seconds - now
+        reset = self._window.get_window_stats(self._item, key).reset_time  # the oldest counted hit + the window
+        now = time.time()  # the clock `limits` keeps its windows by
         warn = self._warned.get(user_id, 0.0) <= now
         if warn:
-            self._warned[user_id] = hits[0] + self.seconds
-        return False, warn, retry_after
-
-    def _forget_idle(self, now: float) -> None:
-        for user in [u for u, h in self._hits.items() if not h or h[-1] <= now - self.seconds]:
-            self._hits.pop(user, None)
-            self._warned.pop(user, None)
+            self._warned[user_id] = reset
+            if len(self._warned) > 10_000:  # keep memory bounded on a busy bot
+                self._warned = {u: t for u, t in self._warned.items() if t > now}
+        return False, warn, max(reset - now, 0.0)

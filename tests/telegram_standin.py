@@ -66,7 +66,8 @@ class TelegramStandIn:
         n = next(self._ids)
         entry = {"file_id": f"FILE{n:06d}" + "x" * 20, "file_unique_id": f"U{n:06d}", "data": data,
                  "file_size": len(data) if file_size is None else file_size, "file_path": f"files/file_{n}.{suffix}"}
-        self.files[entry["file_id"]] = entry
+        with self.cond:  # the server's threads read the files while a test adds more
+            self.files[entry["file_id"]] = entry
         return entry
 
     def message(self, chat_id: int, user_id: int | None = None, **fields) -> dict:
@@ -140,17 +141,23 @@ class TelegramStandIn:
                 or p.get("reply_to_message_id") == message["message_id"]]
 
     def wait(self, predicate, timeout: float = 20.0, what: str = "the bot's answer"):
-        """Wait until predicate() is truthy; return its value (AssertionError on timeout)."""
+        """Wait until predicate() is truthy; return its value (AssertionError on timeout, saying what the bot
+        did: its last calls other than getUpdates, which an idle bot repeats every few seconds and which would
+        otherwise hide everything it did before)."""
         deadline = time.monotonic() + timeout
         with self.cond:
+            first = len(self.calls)
             while True:
                 value = predicate()  # the condition's lock is re-entrant
                 if value:
                     return value
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    seen = [(c["method"], str(c["params"].get("text", ""))[:60]) for c in self.calls][-12:]
-                    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last calls: {seen}")
+                    polls = sum(c["method"].lower() == "getupdates" for c in self.calls[first:])
+                    seen = [(c["method"], c["params"].get("chat_id"), str(c["params"].get("text", ""))[:60])
+                            for c in self.calls if c["method"].lower() != "getupdates"][-12:]
+                    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({polls} getUpdates "
+                                         f"meanwhile); last other calls (method, chat, text): {seen}")
                 self.cond.wait(min(left, 0.2))
 
     def wait_reply(self, message: dict, timeout: float = 30.0) -> str:
@@ -194,7 +201,8 @@ class TelegramStandIn:
         return BOT_USER
 
     def api_getfile(self, params):
-        f = self.files.get(params.get("file_id"))
+        with self.cond:
+            f = self.files.get(params.get("file_id"))
         if f is None:
             raise ApiError(400, "Bad Request: invalid file_id")
         if f["file_size"] > DOWNLOAD_LIMIT:
@@ -230,7 +238,8 @@ class TelegramStandIn:
                 "pending_update_count": 0}
 
     def download(self, file_path: str) -> bytes | None:
-        return next((f["data"] for f in self.files.values() if f["file_path"] == file_path), None)
+        with self.cond:
+            return next((f["data"] for f in self.files.values() if f["file_path"] == file_path), None)
 
 
 def _parse_params(handler: BaseHTTPRequestHandler) -> dict:

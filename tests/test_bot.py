@@ -8,12 +8,15 @@ cases. The accuracy cases use the committed lite0-int8 archive, registered for t
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -40,6 +43,7 @@ BAD_IMAGE = "couldn't open that image"
 TOO_BIG = "only files up to 20 MB"
 APOLOGY = "Sorry, something went wrong"
 NOT_A_BREED = "not one of the 10 breeds I know"
+SECRET_A, SECRET_B = "a" * 16 + "-first-secret-0123", "b" * 16 + "-other-secret-4567"
 
 
 # ---------------------------------------------------------------- helpers
@@ -49,8 +53,10 @@ class BotProcess:
     def __init__(self, tmp: Path, api: TelegramStandIn, gateway_url: str, state: Path | None = None,
                  args: tuple[str, ...] = (), env: dict | None = None, token: str = TOKEN):
         self.log_path = tmp / f"bot-{time.monotonic_ns()}.log"
+        self.state = Path(state or tmp / "chats.json")
+        self.secret_file = self.state.parent / "bot-secret"  # the generated client-id key, beside the store
         self.env = {**os.environ, "WOOF_TELEGRAM_TOKEN": token, "WOOF_TELEGRAM_API_URL": api.url,
-                    "WOOF_GATEWAY_URL": gateway_url, "WOOF_BOT_STATE": str(state or tmp / "chats.json"),
+                    "WOOF_GATEWAY_URL": gateway_url, "WOOF_BOT_STATE": str(self.state),
                     "WOOF_BOT_RATE_LIMIT": f"{RATE[0]}/{RATE[1]:g}", "OMP_NUM_THREADS": "1", **(env or {})}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen([str(WOOF), "bot", "--gateway-attempts", "2", *args], env=self.env,
@@ -75,6 +81,22 @@ class BotProcess:
 
 def jpeg(path: Path) -> bytes:
     return path.read_bytes()
+
+
+def legacy_id(chat: int) -> str:
+    """The client id of a chat before it was keyed: a SHA-256 anyone can recompute for every chat id."""
+    return hashlib.sha256(f"woof-telegram-chat:{chat}".encode()).hexdigest()[:24]
+
+
+def keyed_id(secret: str, chat: int) -> str:
+    return hmac.new(secret.encode(), f"woof-telegram-chat:{chat}".encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def gateway_clients(gateway) -> str:
+    """The X-Client-Id values in the gateway's access log (`client=...`), space-separated."""
+    path = Path(gateway.logs) / "gateway_access.log"
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return " ".join(re.findall(r"client=(\S+)", text))
 
 
 def headline_breed(reply: str) -> str | None:
@@ -194,6 +216,7 @@ def test_help_works():
     assert r.returncode == 0
     for flag in ("--webhook-url", "--webhook-port", "--webhook-secret", "--rate-limit", "--gateway"):
         assert flag in r.stdout
+    assert "WOOF_BOT_SECRET" in r.stdout and "bot-secret" in r.stdout  # the client-id key, like the token
 
 
 def test_refused_token_exits_cleanly_without_printing_it(tmp_path, dead_gateway):
@@ -319,6 +342,15 @@ def test_the_token_never_reaches_the_log(offline):
     assert TOKEN not in log and TOKEN.split(":")[1] not in log
 
 
+def test_the_generated_client_id_secret_is_private_and_never_logged(offline):
+    _, bot = offline
+    secret = bot.secret_file.read_text().strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", secret)  # secrets.token_bytes(32), as hex
+    assert stat.S_IMODE(bot.secret_file.stat().st_mode) == 0o600
+    assert f"client ids keyed by {bot.secret_file}" in bot.log
+    assert secret not in bot.log and secret[:16] not in bot.log  # debug logging is on
+
+
 # ---------------------------------------------------------------- webhook mode
 def test_webhook_mode_checks_the_secret_token(tmp_path, dead_gateway):
     (port,) = free_ports(1)
@@ -383,8 +415,8 @@ PUG = ROOT.parent / "shared" / "data" / "openset" / "otherdogs" / "pug" / "Gilbe
 
 def test_a_dog_of_another_breed_is_named_and_not_called_one_of_the_ten(online, gateway, lite0):
     api, _ = online
-    use_model(api, 204, lite0)
-    (m,) = api.push(api.photo(204, PUG.read_bytes(), width=320, height=320))
+    use_model(api, 206, lite0)
+    (m,) = api.push(api.photo(206, PUG.read_bytes(), width=320, height=320))
     reply = api.wait_reply(m, 60)
     assert "looks like a <b>pug</b>" in reply and NOT_A_BREED in reply and headline_breed(reply) is None
     assert len(guesses(reply)) == 3  # the closest of the 10 are still shown
@@ -419,6 +451,9 @@ def test_an_album_gets_one_answer_per_photo(online, photos):
 
 def test_a_burst_of_30_photos_meets_the_rate_limit_and_the_bot_survives(online, photos):
     api, bot = online
+    # user 204 is this test's alone: the limit is per user, so any other message of theirs within the window
+    # (another test's, run just before this one) would take part of the burst's allowance
+    assert not api.sent("sendMessage", chat_id=204)
     burst = [api.photo(204, photos[WNIDS[i % 10]]) for i in range(30)]
     start = time.monotonic()
     api.push(*burst)
@@ -461,6 +496,9 @@ def test_model_choice_survives_a_restart(tmp_path, gateway, photos):
     saved = json.loads(state.read_text())
     assert list(saved["chats"].values()) == [{"model": "tiny"}]
     assert all(re.fullmatch(r"[0-9a-f]{24}", key) for key in saved["chats"])  # a hash, not the chat id
+    secret = bot.secret_file.read_text()  # no WOOF_BOT_SECRET: made on the first start, beside the store
+    assert stat.S_IMODE(bot.secret_file.stat().st_mode) == 0o600
+    assert list(saved["chats"]) == [keyed_id(secret.strip(), 300)] != [legacy_id(300)]
     with TelegramStandIn(TOKEN) as api:
         bot = BotProcess(tmp_path, api, gateway.url, state=state)
         try:
@@ -474,6 +512,74 @@ def test_model_choice_survives_a_restart(tmp_path, gateway, photos):
         finally:
             assert bot.stop() == 0
     assert json.loads(state.read_text())["chats"] == {}
+    assert bot.secret_file.read_text() == secret  # the same key (so the same id) after the restart
+
+
+def wait_for_clients(gateway, *ids: str, timeout: float = 15.0) -> str:
+    """The gateway's access log once it names every one of `ids` (it writes a line after answering)."""
+    deadline = time.monotonic() + timeout
+    while not all(i in gateway_clients(gateway) for i in ids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return gateway_clients(gateway)
+
+
+def test_chat_ids_are_keyed_by_the_bots_secret(tmp_path, gateway, photos):
+    """The chat store's key and the X-Client-Id the gateway sees (and logs) are an HMAC under the bot's secret,
+    not the old public-prefix SHA-256, which anyone can invert by hashing every chat id; another secret gives
+    another id."""
+    keys = {}
+    for name, secret in (("a", SECRET_A), ("b", SECRET_B)):
+        (tmp_path / name).mkdir()
+        with TelegramStandIn(TOKEN) as api:
+            bot = BotProcess(tmp_path / name, api, gateway.url, env={"WOOF_BOT_SECRET": secret})
+            try:
+                api.wait_polling()
+                use_model(api, 310, "tiny")
+                (m,) = api.push(api.photo(310, photos[WNIDS[1]]))
+                assert "model: tiny " in api.wait_reply(m, 60)
+            finally:
+                assert bot.stop() == 0, bot.log[-3000:]
+        (keys[name],) = json.loads(bot.state.read_text())["chats"]
+        assert not bot.secret_file.exists(), "the key came from the environment: nothing to write"
+        assert "client ids keyed by $WOOF_BOT_SECRET" in bot.log and secret not in bot.log
+    assert keys == {"a": keyed_id(SECRET_A, 310), "b": keyed_id(SECRET_B, 310)}
+    assert keys["a"] != keys["b"] and legacy_id(310) not in keys.values()
+    clients = wait_for_clients(gateway, *keys.values())
+    assert keys["a"] in clients and keys["b"] in clients and legacy_id(310) not in clients
+
+
+def test_a_chat_store_from_before_keyed_ids_keeps_its_choices(tmp_path, gateway, photos):
+    """A store written under the old hash: a chat that comes back finds its /model choice under its keyed id
+    (the old key is looked up once and moved); a chat that has not come back keeps its entry for later."""
+    state = tmp_path / "chats.json"
+    state.write_text(json.dumps({"version": 1, "chats": {legacy_id(320): {"model": "tiny"},
+                                                         legacy_id(321): {"model": "tiny-onnx"}}}))
+    with TelegramStandIn(TOKEN) as api:
+        bot = BotProcess(tmp_path, api, gateway.url, state=state)
+        try:
+            api.wait_polling()
+            (m,) = api.push(api.photo(320, photos[WNIDS[3]]))
+            assert "model: tiny " in api.wait_reply(m, 60)
+            assert "This chat uses <b>tiny</b>" in ask(api, 320, "/model")
+        finally:
+            assert bot.stop() == 0, bot.log[-3000:]
+    new = keyed_id(bot.secret_file.read_text().strip(), 320)
+    saved = json.loads(state.read_text())
+    assert saved["chats"] == {new: {"model": "tiny"}}
+    assert saved["legacy"] == {legacy_id(321): {"model": "tiny-onnx"}}, "chat 321 has not been back yet"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    clients = wait_for_clients(gateway, new)
+    assert new in clients and legacy_id(320) not in clients  # the gateway never saw the old id
+    with TelegramStandIn(TOKEN) as api:  # and after a restart, with the store now in the new form
+        bot = BotProcess(tmp_path, api, gateway.url, state=state)
+        try:
+            api.wait_polling()
+            assert "This chat uses <b>tiny</b>" in ask(api, 320, "/model")
+            assert "This chat uses <b>tiny-onnx</b>" in ask(api, 321, "/model")  # moved on its first visit
+        finally:
+            assert bot.stop() == 0, bot.log[-3000:]
+    assert set(json.loads(state.read_text())["chats"]) == {new, keyed_id(bot.secret_file.read_text().strip(), 321)}
+    assert "legacy" not in json.loads(state.read_text())
 
 
 def test_gateway_stopped_and_back(tmp_path, gateway, photos):

@@ -112,6 +112,7 @@ def _global_loss_worker(rank: int, init: str, z_a: torch.Tensor, z_b: torch.Tens
     loss, terms = BarlowTwins(4, [4]).global_loss(z_a_mine, z_b[mine])
     loss.backward()
     torch.save({"loss": loss.item(), "grad": z_a_mine.grad}, f"{out}.{rank}")
+    dist.barrier()  # neither side tears gloo down while the other still talks (an abort otherwise, now and then)
     dist.destroy_process_group()
 
 

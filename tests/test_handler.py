@@ -194,7 +194,7 @@ def test_repository_config_is_loopback_only(tmp_path):
     # token authorisation on (TorchServe's default: the switch must not be there), archives from the store only
     assert "disable_token_authorization" not in props and props["enable_model_api"] == "true"
     assert props["allowed_urls"] == "(?!)" and float(props["token_expiration_min"]) > 0
-    assert int(props["max_request_size"]) >= 12_000_000 and props["load_models"] == "lite0-int8.mar"
+    assert int(props["max_request_size"]) >= 12_000_000 and props["load_models"] == "lite0-int8.mar,lite2-int8.mar"
     copy = read_properties(render_config(ROOT / "config.properties", tmp_path / "c", {"model_store": "/x", "a": "1"}))
     assert copy == {**props, "model_store": "/x", "a": "1"}
 
