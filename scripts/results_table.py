@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from training.checkpoint import hardware, load_model  # noqa: E402
 from training.evaluate import fmt_acc  # noqa: E402
-from training.train import teacher_names  # noqa: E402
+from training.recipe import teacher_names  # noqa: E402
 from woof.card import read_card, trained_on  # noqa: E402
 
 CHECKPOINTS = ROOT / "training" / "checkpoints"
