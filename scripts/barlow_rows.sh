@@ -30,20 +30,20 @@ for row in "${rows[@]}"; do
     scratch5) train scratch-ce-128-5ep scratch_ce_128 --epochs 5 ;;
     scratch) train scratch-ce-128 scratch_ce_128 ;;
     bt)
-      if [ ! -f "$out/bt-pretrain-128/model.safetensors" ]; then
-        if [ -f "$out/bt-pretrain-128/last.pt" ]; then
-          $woof pretrain --out "$out/bt-pretrain-128" --data "$data" --resume --quiet
+      if [ ! -f "$out/bt-pretrain-96/model.safetensors" ]; then
+        if [ -f "$out/bt-pretrain-96/last.pt" ]; then
+          $woof pretrain --out "$out/bt-pretrain-96" --data "$data" --resume --quiet
         else
-          $woof pretrain --config "$configs/bt_pretrain_128.yaml" --data "$data" --out "$out/bt-pretrain-128" --quiet
+          $woof pretrain --config "$configs/bt_pretrain_96.yaml" --data "$data" --out "$out/bt-pretrain-96" --quiet
         fi
       fi ;;
     knn)
-      if [ -f "$out/bt-pretrain-128/model.safetensors" ] && [ ! -f "$out/bt-pretrain-128/knn.json" ]; then
-        $woof knn "$out/bt-pretrain-128" --data "$data" --size 128 --quiet
+      if [ -f "$out/bt-pretrain-96/model.safetensors" ] && [ ! -f "$out/bt-pretrain-96/knn.json" ]; then
+        $woof knn "$out/bt-pretrain-96" --data "$data" --size 128 --quiet
       fi
       [ -f "$out/random-lite0/knn.json" ] || $woof knn --random efficientnet_lite0 --data "$data" --size 128 \
         --out "$out/random-lite0" --quiet ;;
-    finetune) train bt-finetune-128 bt_finetune_128 --init "$out/bt-pretrain-128" ;;
+    finetune) train bt-finetune-128 bt_finetune_128 --init "$out/bt-pretrain-96" ;;
     joint) train joint-bt-ce-128 joint_bt_ce_128 ;;
     imagenet)
       train imagenet-ce ../lite0 --holdout 0.1  # the plain fine-tune at the same budget (3 epochs x 1 view)

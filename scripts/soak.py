@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         models = [m["name"] for m in requests.get(f"{gateway}/models", timeout=10).json()["models"]]
         events: list[tuple[float, str]] = []
         results: list[tuple[float, float, int]] = []  # (sent, answered, status or 0 for a connection error)
+        details: dict[int, str] = {}  # index in results -> what a non-200 answer said (status, error, body)
         stop = threading.Event()
         lock = threading.Lock()
 
@@ -108,15 +109,20 @@ def main(argv: list[str] | None = None) -> int:
             while not stop.is_set():
                 n += 1
                 sent = time.monotonic()
+                detail = ""
                 try:
                     r = requests.post(f"{gateway}/predict", headers={"X-Client-Id": client}, timeout=60,
                                       files={"file": ("photo.jpg", photos[(i * 7919 + n) % len(photos)],
                                                       "image/jpeg")})
                     code = r.status_code
-                except requests.RequestException:
-                    code = 0
+                    if code != 200:
+                        detail = f"{code} {r.text.strip()[:160]}"
+                except requests.RequestException as e:
+                    code, detail = 0, f"connection: {type(e).__name__}: {str(e)[:120]}"
                 with lock:
                     results.append((sent, time.monotonic(), code))
+                    if detail:
+                        details[len(results) - 1] = detail
                 if code == 503:
                     time.sleep(1)
 
@@ -150,16 +156,19 @@ def main(argv: list[str] | None = None) -> int:
                 killed_gw = True
             if time.monotonic() > next_admin and len(models) >= 1:
                 flip += 1
-                try:
-                    if len(models) >= 2 and flip % 2:
-                        requests.post(f"{gateway}/admin/split", headers=admin, timeout=30,
-                                      json={"a": models[0], "b": models[1], "b_percent": 50})
-                    elif len(models) >= 2:
-                        requests.delete(f"{gateway}/admin/split", headers=admin, timeout=30)
-                    requests.post(f"{gateway}/admin/default", headers=admin, timeout=30,
-                                  json={"model": models[flip % len(models)]})
-                except requests.RequestException:
-                    pass
+                calls = []
+                if len(models) >= 2 and flip % 2:
+                    calls.append(("split on", "post", "split", {"a": models[0], "b": models[1], "b_percent": 50}))
+                elif len(models) >= 2:
+                    calls.append(("split off", "delete", "split", None))
+                calls.append((f"default {models[flip % len(models)]}", "post", "default",
+                              {"model": models[flip % len(models)]}))
+                for what, method, path, body in calls:
+                    try:
+                        r = requests.request(method, f"{gateway}/admin/{path}", headers=admin, timeout=30, json=body)
+                        events.append((time.monotonic(), f"admin {what}: {r.status_code}"))
+                    except requests.RequestException as e:
+                        events.append((time.monotonic(), f"admin {what}: {type(e).__name__}"))
                 next_admin = time.monotonic() + 30
             time.sleep(1)
         end = {"woof serve": tree_rss(serve.pid)}
@@ -181,15 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     # (a kill that causes no failure recovers at once); failures inside [kill, recovery] are expected
     windows, recoveries = [], []
     for t, what in events:
-        failures = [sent for sent, _, code in results if code != 200 and t <= sent <= t + 120]
+        if "killed" not in what:
+            continue
+        # a request still in flight when the process died fails with it: it counts towards this kill
+        failures = [sent for sent, done, code in results if code != 200 and done >= t and sent <= t + 120]
         if not failures:
             recoveries.append((what, 0.0))
             continue
         ok = next((done for sent, done, code in results if code == 200 and sent > failures[-1]), None)
         recoveries.append((what, None if ok is None else ok - t))
         windows.append((t, ok if ok is not None else float("inf")))
-    errors = [(sent, code) for sent, _, code in results if code != 200]
-    outside = [e for e in errors if not any(a <= e[0] <= b for a, b in windows)]
+    errors = [(i, sent, done, code) for i, (sent, done, code) in enumerate(results) if code != 200]
+    outside = [e for e in errors if not any(e[2] >= a and e[1] <= b for a, b in windows)]
     lines = ["# Soak run: woof serve under mixed load, with kills", "",
              f"`.venv/bin/python scripts/soak.py --minutes {args.minutes:g} --concurrency {args.concurrency}` on "
              f"{hardware()}; models served: {', '.join(models)}; photos: {len(photos)} val photos of "
@@ -200,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
              f"| non-200 answers (503 with Retry-After while TorchServe is down, or other) | {len(errors)} |",
              f"| non-200 answers outside the recovery windows | {len(outside)} |"]
     lines += [f"| recovery after {what} | {'not recovered' if s is None else f'{s:.1f} s'} |" for what, s in recoveries]
+    admin_calls = [what for _, what in events if what.startswith("admin")]
+    answered_200 = sum(w.endswith(": 200") for w in admin_calls)
+    lines.append(f"| admin calls (answered 200) | {len(admin_calls)} ({answered_200}) |")
     per_request = (logs_end - logs_start) / max(1, requests_end - requests_start)
     lines += [f"| logs/ at warm-up / end | {logs_start / 1e6:.2f} MB / {logs_end / 1e6:.2f} MB |",
               f"| log bytes per request | {per_request:.0f} |", "", "RSS (MB) after warm-up and at the end:", "",
@@ -209,6 +224,18 @@ def main(argv: list[str] | None = None) -> int:
             a, b = warm[part].get(name), end.get(part, {}).get(name)
             growth = f"{(b - a) / a:+.0%}" if a and b else "–"
             lines.append(f"| {part} | {name} | {a or 0:.0f} | {b or 0:.0f} | {growth} |")
+    lines += ["", "Every non-200 answer: when it was sent (s from the start), what it said, and the kill or admin call "
+              "nearest before it (a request in flight when a process was killed counts towards that kill's window):",
+              "", "| sent at | answered after | inside a recovery window | answer | last event before it |",
+              "|---|---|---|---|---|"]
+    for i, sent, done, code in errors[:50]:
+        before = [(t, what) for t, what in events if t <= done]
+        last = f"{before[-1][1]} ({done - before[-1][0]:.1f} s before the answer)" if before else "–"
+        inside = "no" if (i, sent, done, code) in outside else "yes"
+        answer = details.get(i, str(code)).replace("|", "/").replace("\n", " ")
+        lines.append(f"| {sent - start:.1f} s | {done - sent:.2f} s | {inside} | {answer} | {last} |")
+    if len(errors) > 50:
+        lines.append(f"| … {len(errors) - 50} more | | | | |")
     lines += ["", "(The killed processes are new ones at the end: TorchServe's Java server and its workers were "
               "restarted by woof serve, the gateway worker by gunicorn.)"]
     atomic_write_text(ROOT / "reports" / "soak.md", "\n".join(lines) + "\n")

@@ -101,7 +101,7 @@ def cmd_train(args) -> int:
 
 # ---------------------------------------------------------------- pretrain, knn
 def add_pretrain(sub) -> None:
-    _run_parser(sub, "pretrain", PretrainConfig, "training/configs/research/bt_pretrain_128.yaml", cmd_pretrain,
+    _run_parser(sub, "pretrain", PretrainConfig, "training/configs/research/bt_pretrain_96.yaml", cmd_pretrain,
                 help="Barlow Twins self-supervised pretraining on unlabelled train images",
                 description="Learn a backbone without labels: two augmented views of each train photo "
                             "(the fixed hold-out and val are never read), a projector, and the Barlow "
