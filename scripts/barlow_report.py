@@ -7,8 +7,9 @@ run, on the 160 px val) or kNN top-1, with 95 % intervals; pairs at equal budget
 the same val images. Rows that have not run yet say so. Research rows never choose a shipped recipe.
 
     .venv/bin/python scripts/barlow_report.py [--runs runs/research]
-Writes reports/barlow_twins.md and copies each run's card.json and history.csv (not its weights) to
-reports/barlow_twins/<run>/.
+Writes reports/barlow_twins.md and copies each run's card.json, history.csv, knn.json and val predictions (not
+its weights) to reports/barlow_twins/<run>/; a row whose run folder is gone (runs/ does not outlive a session)
+is read from that copy, so rows finished in different sessions stay in one table.
 """
 
 from __future__ import annotations
@@ -41,6 +42,21 @@ ROWS = [  # (run folder, what, leak-free?)
 PAIRS = [("bt-finetune-128", "scratch-ce-128"), ("joint-bt-ce-128", "scratch-ce-128"),
          ("imagenet-joint", "imagenet-ce")]
 LEADERBOARD = "fast.ai Imagewoof leaderboard, random init, val top-1: 128 px 5 epochs 76.61 %, 20 epochs 86.27 %"
+
+
+KEPT = ("card.json", "history.csv", "knn.json", "report/predictions.csv")
+
+
+def source(runs: Path, kept: Path, name: str) -> Path:
+    """The run folder while it exists, else the copy of it kept in reports/."""
+    return runs / name if any((runs / name / f).is_file() for f in KEPT) else kept / name
+
+
+def keep(run: Path, target: Path) -> None:
+    for f in KEPT:
+        if (run / f).is_file() and run != target:
+            (target / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run / f, target / f)
 
 
 def correct_by_file(run: Path) -> dict[str, bool] | None:
@@ -89,21 +105,18 @@ def main(argv: list[str] | None = None) -> int:
              f"Reference: {LEADERBOARD} (GPUs and larger budgets; ours is a 2-core CPU).", "",
              "| run | what | leak-free | arch | px | epochs | image-passes | wall time | images/s | val top-1 |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    kept = out / "barlow_twins"
     for name, what, leak_free in ROWS:
-        d = describe(runs / name)
+        run = source(runs, kept, name)
+        keep(run, kept / name)
+        d = describe(run)
         minutes = f"{d['seconds'] / 60:.0f} min" if d["seconds"] else "–"
         lines.append(f"| {name} | {what} | {'yes' if leak_free else 'no (ImageNet init)'} | {d['architecture']} | "
                      f"{d['size'] or '–'} | {d['epochs'] or '–'} | {d['passes'] or '–'} | {minutes} | "
                      f"{d['rate'] or '–'} | {cell_acc(d)} |")
-        if (runs / name / "card.json").is_file():
-            keep = out / "barlow_twins" / name
-            keep.mkdir(parents=True, exist_ok=True)
-            for f in ("card.json", "history.csv", "knn.json"):
-                if (runs / name / f).is_file():
-                    shutil.copy2(runs / name / f, keep / f)
     lines += ["", "Paired tests on the same val images (exact McNemar):", ""]
     for a, b in PAIRS:
-        ca, cb = correct_by_file(runs / a), correct_by_file(runs / b)
+        ca, cb = correct_by_file(source(runs, kept, a)), correct_by_file(source(runs, kept, b))
         if ca is None or cb is None:
             lines.append(f"- {a} vs {b}: not run yet")
             continue
