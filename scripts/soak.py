@@ -57,6 +57,24 @@ def log_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and "prometheus" not in f.parts)
 
 
+def log_bound() -> tuple[float, str]:
+    """The most the rolling logs can hold (MB, before compression of rolled copies), read from the committed
+    configuration: TorchServe's handlers/log4j2.xml and the gateway's access log in gateway/gunicorn_conf.py."""
+    import re
+
+    files = []
+    xml = (ROOT / "handlers" / "log4j2.xml").read_text()
+    for name, body in re.findall(r'<RollingFile name="(\w+)".*?>(.*?)</RollingFile>', xml, re.S):
+        size = float(re.search(r'size="([\d.]+) MB"', body).group(1))
+        copies = int(re.search(r'max="(\d+)"', body).group(1))
+        files.append((f"{name} {size:g} MB x {1 + copies}", size * (1 + copies)))
+    conf = (ROOT / "gateway" / "gunicorn_conf.py").read_text()
+    size = eval(re.search(r'"maxBytes": ([\d *]+),', conf).group(1)) / 2**20  # noqa: S307 - our own literal
+    copies = int(re.search(r'"backupCount": (\d+)', conf).group(1))
+    files.append((f"gateway_access {size:g} MB x {1 + copies}", size * (1 + copies)))
+    return sum(mb for _, mb in files), ", ".join(what for what, _ in files)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=20)
@@ -216,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     answered_200 = sum(w.endswith(": 200") for w in admin_calls)
     lines.append(f"| admin calls (answered 200) | {len(admin_calls)} ({answered_200}) |")
     per_request = (logs_end - logs_start) / max(1, requests_end - requests_start)
+    bound, parts = log_bound()
     lines += [f"| logs/ at warm-up / end | {logs_start / 1e6:.2f} MB / {logs_end / 1e6:.2f} MB |",
+              f"| logs/ bound of the rolling files ({parts}; launcher.log and gateway.log get start-up lines, "
+              f"warnings and errors only, no per-request lines) | {bound:.0f} MB |",
               f"| log bytes per request | {per_request:.0f} |", "", "RSS (MB) after warm-up and at the end:", "",
               "| part | process | warm-up | end | growth |", "|---|---|---|---|---|"]
     for part in warm:
