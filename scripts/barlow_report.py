@@ -34,6 +34,7 @@ ROWS = [  # (run folder, what, leak-free?)
     ("scratch-ce-128", "plain cross-entropy, random init, 50 epochs", True),
     ("random-lite0", "kNN on a randomly initialised network (the floor)", True),
     ("bt-pretrain-96", "Barlow Twins pretraining, random init, 96 px views, 20 epochs: kNN (128 px)", True),
+    ("bt-probe-128", "linear probe of the Barlow Twins backbone: breed head only, 5 epochs (128 px)", True),
     ("bt-finetune-128", "Barlow Twins 20 epochs (96 px), then cross-entropy 10 epochs (128 px)", True),
     ("joint-bt-ce-128", "joint Barlow Twins + cross-entropy, random init, 25 epochs", True),
     ("imagenet-ce", "plain fine-tune from ImageNet (training/configs/lite0.yaml), 3 epochs", False),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Barlow Twins research rows (issue: Barlow Twins), one heavy job at a time, each resumable: rerun after a
 # crash or a stop and every finished run is skipped, an unfinished one continues from its last epoch.
-#   scripts/barlow_rows.sh [ROW ...]      rows: scratch5 scratch bt knn finetune joint imagenet
+#   scripts/barlow_rows.sh [ROW ...]      rows: scratch5 scratch bt knn probe finetune joint imagenet
 # Data: the 160 px set (DATA_160, default ../shared/data/imagewoof2-160); runs go to runs/research/.
 # Then: .venv/bin/python scripts/barlow_report.py (reports/barlow_twins.md). Val is scored once per row.
 set -euo pipefail
@@ -11,7 +11,7 @@ woof=".venv/bin/woof"
 out="runs/research"
 configs="training/configs/research"
 rows=("$@")
-[ ${#rows[@]} -gt 0 ] || rows=(scratch5 bt knn finetune joint scratch imagenet)
+[ ${#rows[@]} -gt 0 ] || rows=(scratch5 bt knn probe finetune joint scratch imagenet)
 
 train() {  # NAME RECIPE [FLAGS...]: train once (resume if interrupted), then score val once
   local name="$1" recipe="$2"; shift 2
@@ -43,11 +43,12 @@ for row in "${rows[@]}"; do
       fi
       [ -f "$out/random-lite0/knn.json" ] || $woof knn --random efficientnet_lite0 --data "$data" --size 128 \
         --out "$out/random-lite0" --quiet ;;
+    probe) train bt-probe-128 bt_linear_probe_128 --init "$out/bt-pretrain-96" ;;
     finetune) train bt-finetune-128 bt_finetune_128 --init "$out/bt-pretrain-96" ;;
     joint) train joint-bt-ce-128 joint_bt_ce_128 ;;
     imagenet)
       train imagenet-ce ../lite0 --holdout 0.1  # the plain fine-tune at the same budget (3 epochs x 1 view)
       train imagenet-joint imagenet_joint_bt_ce ;;
-    *) echo "unknown row $row (scratch5 scratch bt knn finetune joint imagenet)" >&2; exit 2 ;;
+    *) echo "unknown row $row (scratch5 scratch bt knn probe finetune joint imagenet)" >&2; exit 2 ;;
   esac
 done
