@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+ACCESS_LOG_MAX_BYTES = 10 * 1024 * 1024  # the access log file rolls at this size (gunicorn_conf.py) ...
+ACCESS_LOG_BACKUPS = 3  # ... keeping this many older copies: a bounded access log
 
 
 def _env(name: str, default: str) -> str:

@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from gateway.config import ACCESS_LOG_BACKUPS, ACCESS_LOG_MAX_BYTES
+
 # prometheus_client picks its multiprocess value class at import: set the folder before anything imports it
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="woof-prometheus-")
@@ -31,7 +33,8 @@ if _access not in (None, "-"):
         "formatters": {"plain": {"format": "%(message)s"},
                        "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"}},
         "handlers": {"access": {"class": "logging.handlers.RotatingFileHandler", "filename": _access,
-                                "maxBytes": 10 * 1024 * 1024, "backupCount": 3, "formatter": "plain"},
+                                "maxBytes": ACCESS_LOG_MAX_BYTES, "backupCount": ACCESS_LOG_BACKUPS,
+                                "formatter": "plain"},
                      "error": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
                                "formatter": "generic"}},
         "root": {"level": "INFO", "handlers": ["error"]},

@@ -58,20 +58,19 @@ def log_bytes(folder: Path) -> int:
 
 
 def log_bound() -> tuple[float, str]:
-    """The most the rolling logs can hold (MB, before compression of rolled copies), read from the committed
-    configuration: TorchServe's handlers/log4j2.xml and the gateway's access log in gateway/gunicorn_conf.py."""
-    import re
+    """The most the rolling logs can hold (MB, before compression of rolled copies), from the committed
+    configuration: TorchServe's handlers/log4j2.xml and the gateway's access-log rotation."""
+    import xml.etree.ElementTree as ET
+
+    from gateway.config import ACCESS_LOG_BACKUPS, ACCESS_LOG_MAX_BYTES
 
     files = []
-    xml = (ROOT / "handlers" / "log4j2.xml").read_text()
-    for name, body in re.findall(r'<RollingFile name="(\w+)".*?>(.*?)</RollingFile>', xml, re.S):
-        size = float(re.search(r'size="([\d.]+) MB"', body).group(1))
-        copies = int(re.search(r'max="(\d+)"', body).group(1))
-        files.append((f"{name} {size:g} MB x {1 + copies}", size * (1 + copies)))
-    conf = (ROOT / "gateway" / "gunicorn_conf.py").read_text()
-    size = eval(re.search(r'"maxBytes": ([\d *]+),', conf).group(1)) / 2**20  # noqa: S307 - our own literal
-    copies = int(re.search(r'"backupCount": (\d+)', conf).group(1))
-    files.append((f"gateway_access {size:g} MB x {1 + copies}", size * (1 + copies)))
+    for rolling in ET.parse(ROOT / "handlers" / "log4j2.xml").getroot().iter("RollingFile"):
+        size = float(rolling.find("./Policies/SizeBasedTriggeringPolicy").get("size").removesuffix(" MB"))
+        copies = int(rolling.find("DefaultRolloverStrategy").get("max"))
+        files.append((f"{rolling.get('name')} {size:g} MB x {1 + copies}", size * (1 + copies)))
+    size = ACCESS_LOG_MAX_BYTES / 2**20
+    files.append((f"gateway_access {size:g} MB x {1 + ACCESS_LOG_BACKUPS}", size * (1 + ACCESS_LOG_BACKUPS)))
     return sum(mb for _, mb in files), ", ".join(what for what, _ in files)
 
 
@@ -219,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         recoveries.append((what, None if ok is None else ok - t))
         windows.append((t, ok if ok is not None else float("inf")))
     errors = [(i, sent, done, code) for i, (sent, done, code) in enumerate(results) if code != 200]
-    outside = [e for e in errors if not any(e[2] >= a and e[1] <= b for a, b in windows)]
+    outside = {i for i, sent, done, _ in errors if not any(done >= a and sent <= b for a, b in windows)}
     lines = ["# Soak run: woof serve under mixed load, with kills", "",
              f"`.venv/bin/python scripts/soak.py --minutes {args.minutes:g} --concurrency {args.concurrency}` on "
              f"{hardware()}; models served: {', '.join(models)}; photos: {len(photos)} val photos of "
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, sent, done, code in errors[:50]:
         before = [(t, what) for t, what in events if t <= done]
         last = f"{before[-1][1]} ({done - before[-1][0]:.1f} s before the answer)" if before else "–"
-        inside = "no" if (i, sent, done, code) in outside else "yes"
+        inside = "no" if i in outside else "yes"
         answer = details.get(i, str(code)).replace("|", "/").replace("\n", " ")
         lines.append(f"| {sent - start:.1f} s | {done - sent:.2f} s | {inside} | {answer} | {last} |")
     if len(errors) > 50:
