@@ -117,7 +117,7 @@ class WoofHandler(BaseHandler):
                 self.context.set_response_status(422, "Unprocessable Entity", i)
         if state["good"]:
             probabilities = softmax(state["breed"].astype(np.float64))
-            open_set = answers(state["imagenet"], self.open_set)
+            open_set = answers(state["imagenet"], self.open_set, state["breed"])
             for j, i in enumerate(state["good"]):
                 out[i] = {"model": self.card["name"], "model_version": self.card["version"],
                           "top_k": top_k(probabilities[j], self.card["classes"], k=len(self.card["classes"])),

@@ -2,7 +2,8 @@
 """The Barlow Twins research table, from the runs scripts/barlow_rows.sh leaves in runs/research/.
 
 Each row: architecture, resolution, data, epochs, image-passes (forward+backward images; two per photo for the
-two-view objectives: the unit of an equal budget), wall time, images/s, and val top-1 (one `woof eval` per
+two-view objectives: the unit of an equal budget; a fine-tune adds the pretraining it starts from, and so
+does its wall time), wall time, images/s (of the run itself), and val top-1 (one `woof eval` per
 run, on the 160 px val) or kNN top-1, with 95 % intervals; pairs at equal budget get an exact McNemar test on
 the same val images. Rows that have not run yet say so. Research rows never choose a shipped recipe.
 
@@ -111,9 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         run = source(runs, kept, name)
         keep(run, kept / name)
         d = describe(run)
-        minutes = f"{d['seconds'] / 60:.0f} min" if d["seconds"] else "–"
+        passes, seconds = d["passes"] or "–", d["seconds"]
+        init = (d["card"].get("recipe") or {}).get("init")
+        if init and d["passes"]:  # a fine-tune's budget includes the pretraining it starts from
+            start = describe(source(runs, kept, Path(init).name))
+            if start["passes"]:
+                passes = f"{d['passes']} + {start['passes']} pretraining = {d['passes'] + start['passes']}"
+                seconds += start["seconds"] or 0
+        minutes = f"{seconds / 60:.0f} min" if seconds else "–"
         lines.append(f"| {name} | {what} | {'yes' if leak_free else 'no (ImageNet init)'} | {d['architecture']} | "
-                     f"{d['size'] or '–'} | {d['epochs'] or '–'} | {d['passes'] or '–'} | {minutes} | "
+                     f"{d['size'] or '–'} | {d['epochs'] or '–'} | {passes} | {minutes} | "
                      f"{d['rate'] or '–'} | {cell_acc(d)} |")
     lines += ["", "Paired tests on the same val images (exact McNemar):", ""]
     for a, b in PAIRS:

@@ -80,7 +80,7 @@ class BaselineModel:
         result = {"model": self.card["name"], "model_version": self.card["version"],
                   "top_k": top_k(softmax(logits.astype("float64")), self.card["classes"], k)}
         if imagenet is not None:
-            result.update(answers(imagenet[None], self.open_set)[0])
+            result.update(answers(imagenet[None], self.open_set, logits[None])[0])
         else:
             result.update({"answer": None, "other_breed": None, "is_known_breed": None, "dog_probability": None})
         return result

@@ -79,7 +79,7 @@ class Archive:
                 with torch.inference_mode():
                     breed, imagenet = (t.numpy() for t in self.module(torch.from_numpy(x)))
             top1.append(breed.argmax(1))
-            out += answers(imagenet, self.rule)
+            out += answers(imagenet, self.rule, breed)
         return np.concatenate(top1), out
 
 
@@ -135,7 +135,9 @@ def markdown(rows: list[dict], archives: list[Archive], command: str, openset: P
         rule = archive.rule
         lines += [f"## {archive.name} ({archive.card['name']} {archive.card['version']}, {archive.fmt})", "",
                   f"Rule: dog probability >= {rule['dog_threshold']:.4f} and our breeds' share of it >= "
-                  f"{rule['share_threshold']:.4f} (calibrated for {rule.get('calibrated_for', '?')}); other "
+                  f"{rule['share_threshold']:.4f}"
+                  + (f" and breed energy >= {rule['energy_threshold']:.3f}" if "energy_threshold" in rule else "")
+                  + f" (calibrated for {rule.get('calibrated_for', '?')}); other "
                   f"breed named when its ImageNet probability >= {rule['name_threshold']}.", "",
                   "| photos | question | count | share | 95 % interval |", "|---|---|---|---|---|"]
         for r in rows:

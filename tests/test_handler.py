@@ -78,8 +78,8 @@ def check_schema(result: dict, card: dict) -> None:
         assert result["other_breed"] is None
 
 
-def reference(model, paths: list, spec: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Breed probabilities through `woof eval`'s code path, and the ImageNet logits (the open-set input)."""
+def reference(model, paths: list, spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Breed probabilities through `woof eval`'s code path, and the open-set inputs: ImageNet and breed logits."""
     import torch
 
     from training.data import Sample
@@ -88,8 +88,8 @@ def reference(model, paths: list, spec: dict) -> tuple[np.ndarray, np.ndarray]:
 
     logits, _ = predict_logits(model, [Sample(p, 0) for p in paths], spec, workers=0, progress=False)
     with torch.inference_mode():
-        _, imagenet = model.forward_both(torch.from_numpy(np.stack([preprocess(p, spec) for p in paths])))
-    return softmax(logits.astype(np.float64)), imagenet.numpy()
+        breed, imagenet = model.forward_both(torch.from_numpy(np.stack([preprocess(p, spec) for p in paths])))
+    return softmax(logits.astype(np.float64)), imagenet.numpy(), breed.numpy()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -255,8 +255,8 @@ def test_torchserve_gives_the_eval_code_path_probabilities(torchserve, tiny_mode
 
     model, card = load_model(tiny_model_dir)
     paths = [p for p, _ in val_images(data_root)[3:7]]
-    probabilities, imagenet = reference(model, paths, card["preprocessing"])
-    expected = answers(imagenet, open_set_rule(card, "fp32"))
+    probabilities, imagenet, breed = reference(model, paths, card["preprocessing"])
+    expected = answers(imagenet, open_set_rule(card, "fp32"), breed)
     for name in torchserve.models:
         for i, path in enumerate(paths):
             status, result = post(torchserve, f"/predictions/{name}", path.read_bytes())

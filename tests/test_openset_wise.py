@@ -19,7 +19,7 @@ from training.wise import make_wise_model, mix, zero_shot_state
 from woof.breeds import IMAGENET_ROWS
 from woof.card import open_set_rule, read_card
 from woof.errors import WoofError
-from woof.openset import RULE, RuleError, answers, check_rule
+from woof.openset import RULE, RuleError, answers, check_rule, scores
 
 
 def rule(**thresholds):
@@ -46,6 +46,25 @@ def test_three_answers_from_the_imagenet_head():
     assert answers(spread, rule())[0]["other_breed"] is None and answers(spread, rule())[0]["answer"] == "other_dog"
 
 
+def test_breed_energy_turns_a_dog_the_breed_head_does_not_recognise_into_other_dog():
+    logits = np.full((2, 1000), -20.0)
+    logits[:, 273] = 20.0  # the ImageNet head says dingo, one of ours, for both
+    breed = np.array([[8.0] + [0.0] * 9, [0.5] * 10])  # the breed head: sure of one; flat and weak
+    energies = [8.0 + np.log(1 + 9 * np.exp(-8.0)), 0.5 + np.log(10)]  # logsumexp by hand: 8.0030, 2.8026
+    with_energy = rule(energy_threshold=5.0)
+    assert [o["answer"] for o in answers(logits, with_energy, breed)] == ["breed", "other_dog"]
+    assert [o["answer"] for o in answers(logits, rule(energy_threshold=2.8), breed)] == ["breed", "breed"]
+    assert [o["answer"] for o in answers(logits, rule(energy_threshold=2.81), breed)] == ["breed", "other_dog"]
+    assert np.allclose(scores(logits, list(IMAGENET_ROWS), breed)["energy"], energies)
+    # a cat stays not_dog whatever the breed head says; a card without energy ignores it
+    cat = np.full((1, 1000), -20.0)
+    cat[0, 281] = 20.0
+    assert answers(cat, with_energy, breed[:1])[0]["answer"] == "not_dog"
+    assert [o["answer"] for o in answers(logits, rule(), breed)] == ["breed", "breed"]
+    with pytest.raises(RuleError, match="need the breed logits"):
+        answers(logits, with_energy)
+
+
 def test_broken_rules_are_one_line_errors():
     with pytest.raises(RuleError, match="expected an open-set rule 'imagenet_dog_share'"):
         check_rule({"rule": "imagenet_dog_probability", "threshold": 0.5})
@@ -55,6 +74,10 @@ def test_broken_rules_are_one_line_errors():
         check_rule(rule(name_threshold="high"))
     with pytest.raises(RuleError, match="breed_imagenet_classes"):
         check_rule(rule(breed_imagenet_classes=[]))
+    assert check_rule(rule(energy_threshold=-3.5))["energy_threshold"] == -3.5  # logit scale: any finite number
+    for bad in (float("nan"), float("inf"), "5", True):
+        with pytest.raises(RuleError, match="energy_threshold must be a finite number"):
+            check_rule(rule(energy_threshold=bad))
 
 
 def test_open_set_photos_split_by_source_and_name_hash():
@@ -77,6 +100,7 @@ def test_calibration_keeps_the_target_on_the_hold_out_and_turns_away_open_set_ph
     assert result["rule"] == RULE and result["breed_imagenet_classes"] == list(IMAGENET_ROWS)
     fp32 = result["formats"]["fp32"]
     assert 0 <= fp32["dog_threshold"] <= 1 and 0 <= fp32["share_threshold"] <= 1
+    assert np.isfinite(fp32["energy_threshold"])
     assert min(fp32["holdout_acceptance"].values()) >= 0.9
     assert 0 <= fp32["other_dogs_rejected"] <= 1 and fp32["non_dogs_rejected"] >= 0.5
     assert "every source but DiMasta/dogs" in result["calibration_data"]["other_photos"]
@@ -89,12 +113,14 @@ def test_calibration_keeps_the_target_on_the_hold_out_and_turns_away_open_set_ph
 
 def test_choose_thresholds_prefers_more_rejection_within_the_acceptance_target():
     rng = np.random.default_rng(0)
-    held = {"a": {"dog": rng.uniform(0.6, 1, 200), "share": rng.uniform(0.4, 1, 200)}}
-    dogs = {"dog": rng.uniform(0.6, 1, 100), "share": rng.uniform(0, 0.45, 100)}
-    non_dogs = {"dog": rng.uniform(0, 0.62, 100), "share": rng.uniform(0, 1, 100)}
+    held = {"a": {"dog": rng.uniform(0.6, 1, 200), "share": rng.uniform(0.4, 1, 200), "energy": rng.uniform(4, 9, 200)}}
+    # half the other dogs look like ours to the ImageNet head (share) but not to the breed head (energy)
+    dogs = {"dog": rng.uniform(0.6, 1, 100), "share": np.r_[rng.uniform(0, 0.45, 50), rng.uniform(0.4, 1, 50)],
+            "energy": np.r_[rng.uniform(4, 9, 50), rng.uniform(0, 3.9, 50)]}
+    non_dogs = {"dog": rng.uniform(0, 0.62, 100), "share": rng.uniform(0, 1, 100), "energy": rng.uniform(0, 9, 100)}
     chosen = choose_thresholds(held, dogs, non_dogs, target=0.97)
     assert chosen["holdout_acceptance"]["a"] >= 0.97
-    assert chosen["share_threshold"] > 0.4 and chosen["dog_threshold"] > 0.6
+    assert chosen["share_threshold"] > 0.4 and chosen["dog_threshold"] > 0.6 and chosen["energy_threshold"] > 3.9
     assert chosen["other_dogs_rejected"] > 0.9 and chosen["non_dogs_rejected"] > 0.9
 
 

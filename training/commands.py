@@ -122,6 +122,7 @@ def add_knn(sub) -> None:
                                    "(k 200, temperature 0.1, as lightly's benchmarks). Writes knn.json.")
     p.add_argument("model_dir", nargs="?", help="model or woof pretrain folder")
     p.add_argument("--random", metavar="ARCH", help="a randomly initialised ARCH instead (the floor)")
+    p.add_argument("--seed", type=int, default=0, help="the random initialisation's seed (with --random)")
     _data_arg(p)
     p.add_argument("--size", type=int, help="input size (default: the card's, or 128 with --random)")
     p.add_argument("-k", type=int, default=200)
@@ -143,7 +144,11 @@ def cmd_knn(args) -> int:
     if args.k < 1 or not args.temperature > 0:
         raise WoofError("-k must be >= 1 and --temperature > 0")
     if args.random:
-        model, name = create_model(args.random, pretrained="none", imagenet_head=False), f"random {args.random}"
+        import torch
+
+        torch.manual_seed(args.seed)  # the floor must not move between runs
+        model = create_model(args.random, pretrained="none", imagenet_head=False)
+        name = f"random {args.random} (seed {args.seed})"
         spec = default_preprocessing(args.random, args.size or 128)
         out = Path(args.out or Path("reports") / f"knn-random-{args.random}")
     else:

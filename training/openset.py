@@ -4,8 +4,8 @@ The thresholds are chosen on photos the shipped model never trained on:
   - breed photos: the fixed train hold-out (the card's `data.holdout_seed`, 10 %), at 320 px and, the same
     photos, at 160 px: the rule must accept at least `target` of them at each size;
   - other photos: the calibration half of the open-set photos (`../shared/data/openset`, see `openset_split`):
-    among the threshold pairs that keep that acceptance, the one that turns away the most of them (the mean of
-    the other-breed dogs' and the cats' and scenes' rejection rates) wins.
+    among the (dog, share, energy) thresholds that keep that acceptance, the one that turns away the most of them
+    (the mean of the other-breed dogs' and the cats' and scenes' rejection rates) wins.
 The report half of the open-set photos and val are never looked at here (scripts/openset_report.py scores them).
 fp32 (PyTorch; TorchScript and ONNX match it to 1e-5) and INT8 (its own quantised file) are calibrated apart.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import numpy as np
 from woof.breeds import IMAGENET_ROWS
 from woof.card import file_sha256
 from woof.errors import WoofError
-from woof.openset import DOG_CLASSES, RULE, decide, scores
+from woof.openset import DOG_CLASSES, ENERGY, RULE, scores
 from woof.preprocess import preprocess
 
 from .checkpoint import load_model
@@ -76,7 +77,8 @@ def openset_photos(root: Path, split: str | None = None) -> list[OpenSetPhoto]:
 
 
 class LogitsSource:
-    """ImageNet logits for image files from a model in one export format (fp32: PyTorch; onnx-int8: the file)."""
+    """Breed and ImageNet logits for image files from a model in one export format (fp32: PyTorch; onnx-int8:
+    the file)."""
 
     def __init__(self, model, card: dict[str, Any], fmt: str, int8_path: Path | None = None):
         self.model, self.spec, self.fmt = model, card["preprocessing"], fmt
@@ -86,54 +88,61 @@ class LogitsSource:
 
             self.session = ort_session(int8_path, threads=max(1, os.cpu_count() or 1))
 
-    def imagenet_logits(self, paths: list[Path], batch_size: int = 32, progress: bool = False,
-                        desc: str = "") -> np.ndarray:
+    def logits(self, paths: list[Path], batch_size: int = 32, progress: bool = False,
+               desc: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """(breed logits, ImageNet logits)."""
         from tqdm import tqdm
 
-        out = []
+        breed, imagenet = [], []
         for i in tqdm(range(0, len(paths), batch_size), desc=desc, disable=not progress, leave=False):
             batch = np.stack([preprocess(p, self.spec) for p in paths[i:i + batch_size]]).astype(np.float32)
-            out.append(self._run(batch))
-        return np.concatenate(out)
+            b, m = self._run(batch)
+            breed.append(b)
+            imagenet.append(m)
+        return np.concatenate(breed), np.concatenate(imagenet)
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.session is not None:
-            return self.session.run(["imagenet_logits"], {"image": batch})[0]
+            return tuple(self.session.run(["breed_logits", "imagenet_logits"], {"image": batch}))
         import torch
 
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(memory_format=torch.channels_last)
-            return self.model.forward_both(x)[1].float().numpy()
+            return tuple(t.float().numpy() for t in self.model.forward_both(x))
 
 
 def choose_thresholds(held: dict[str, dict[str, np.ndarray]], dogs: dict[str, np.ndarray],
                       non_dogs: dict[str, np.ndarray], target: float) -> dict[str, Any]:
-    """The (dog, share) threshold pair that accepts >= target of the breed photos at every size and rejects the
-    most open-set calibration photos; ties go to the higher acceptance, then the lower thresholds."""
+    """The (dog, share, energy) thresholds that accept >= target of the breed photos at every size and reject the
+    most open-set calibration photos; ties go to the higher acceptance, then the lower quantiles. Each threshold
+    is a hold-out quantile from GRID (the lowest over the sizes), so no one can reject more than its quantile."""
+    keys = ("dog", "share", "energy")
+    thresholds = {k: [min(float(np.quantile(s[k], q)) for s in held.values()) for q in GRID] for k in keys}
+    named = {**{f"held {n}": s for n, s in held.items()}, "dogs": dogs, "non_dogs": non_dogs}
+    # passes[k][name][q]: which photos of that set clear key k's threshold at quantile q
+    passes = {k: {n: np.stack([s[k] >= t for t in thresholds[k]]) for n, s in named.items()} for k in keys}
     best = None
-    for q_dog in GRID:
-        t_dog = min(float(np.quantile(s["dog"], q_dog)) for s in held.values())
-        for q_share in GRID:
-            t_share = min(float(np.quantile(s["share"], q_share)) for s in held.values())
-            rule = {"dog_threshold": t_dog, "share_threshold": t_share}
-            accepted = {k: float((decide(s, rule) == "breed").mean()) for k, s in held.items()}
-            if min(accepted.values()) < target:
-                continue
-            dog_rejected = float((decide(dogs, rule) != "breed").mean())
-            non_dog_rejected = float((decide(non_dogs, rule) != "breed").mean())
-            key = ((dog_rejected + non_dog_rejected) / 2, min(accepted.values()), -t_dog - t_share)
-            if best is None or key > best[0]:
-                best = (key, rule, accepted, dog_rejected, non_dog_rejected)
+    for qd, qs, qe in itertools.product(range(len(GRID)), repeat=3):
+        accept = {n: passes["dog"][n][qd] & passes["share"][n][qs] & passes["energy"][n][qe] for n in named}
+        accepted = {n[5:]: float(accept[n].mean()) for n in named if n.startswith("held ")}
+        if min(accepted.values()) < target:
+            continue
+        dog_rejected, non_dog_rejected = 1 - float(accept["dogs"].mean()), 1 - float(accept["non_dogs"].mean())
+        key = ((dog_rejected + non_dog_rejected) / 2, min(accepted.values()), -(qd + qs + qe))
+        if best is None or key > best[0]:
+            best = (key, (qd, qs, qe), accepted, dog_rejected, non_dog_rejected)
     if best is None:
         raise WoofError(f"no thresholds accept {target:.1%} of the hold-out photos")
-    _, rule, accepted, dog_rejected, non_dog_rejected = best
-    return {"dog_threshold": round(rule["dog_threshold"], 6), "share_threshold": round(rule["share_threshold"], 6),
+    _, (qd, qs, qe), accepted, dog_rejected, non_dog_rejected = best
+    return {"dog_threshold": round(thresholds["dog"][qd], 6), "share_threshold": round(thresholds["share"][qs], 6),
+            ENERGY: round(thresholds["energy"][qe], 4),
             "holdout_acceptance": {k: round(v, 4) for k, v in accepted.items()},
             "other_dogs_rejected": round(dog_rejected, 4), "non_dogs_rejected": round(non_dog_rejected, 4)}
 
 
 def _scores(source: LogitsSource, paths: list[Path], progress: bool, desc: str) -> dict[str, np.ndarray]:
-    return scores(source.imagenet_logits(paths, progress=progress, desc=desc), IMAGENET_ROWS)
+    breed, imagenet = source.logits(paths, progress=progress, desc=desc)
+    return scores(imagenet, IMAGENET_ROWS, breed)
 
 
 def calibrate(model_dir: Path, data_root: Path, also: list[Path], openset: Path, formats=CALIBRATED_FORMATS,
@@ -189,7 +198,8 @@ def calibrate(model_dir: Path, data_root: Path, also: list[Path], openset: Path,
             if int8 is not None:
                 chosen["int8_sha256"] = file_sha256(int8)
         result["formats"][fmt] = chosen
-        log(f"{fmt}: dog >= {chosen['dog_threshold']:.4f}, share >= {chosen['share_threshold']:.4f}: hold-out "
+        log(f"{fmt}: dog >= {chosen['dog_threshold']:.4f}, share >= {chosen['share_threshold']:.4f}, breed energy >= "
+            f"{chosen[ENERGY]:.3f}: hold-out "
             f"accepted {', '.join(f'{k} {v:.1%}' for k, v in chosen['holdout_acceptance'].items())}; calibration "
             f"photos turned away: other dogs {chosen['other_dogs_rejected']:.1%}, cats and scenes "
             f"{chosen['non_dogs_rejected']:.1%}")

@@ -46,7 +46,7 @@ class Predictor:
         result = {"model": self.card["name"], "model_version": self.card["version"],
                   "top_k": top_k(softmax(logits), self.card["classes"], k)}
         if imagenet_logits is not None:  # the open-set answer, as the TorchServe handler gives it
-            result.update(answers(imagenet_logits[None], self.open_set)[0])
+            result.update(answers(imagenet_logits[None], self.open_set, logits[None])[0])
         else:  # a model without calibration: the fields exist, the answer is unknown
             result.update({"answer": None, "other_breed": None, "is_known_breed": None, "dog_probability": None})
         return result

@@ -6,11 +6,16 @@ tell a dog of another breed from one of ours, and name it:
 
     dog probability  = ImageNet probability mass on classes 151-280
     our share        = the mass on our 10 breeds' ImageNet rows / the dog probability
+    breed energy     = logsumexp of the breed head's 10 logits (how strongly the breed head answers at all)
 
     dog probability <  dog_threshold                      -> "not_dog"
-    our share       <  share_threshold (but a dog)        -> "other_dog", naming the likeliest other dog class
-                                                             when its probability reaches name_threshold
+    our share       <  share_threshold, or breed energy   -> "other_dog", naming the likeliest other dog class
+      < energy_threshold (but a dog)                         when its probability reaches name_threshold
     otherwise                                             -> "breed" (one of the 10: the top_k ranking)
+
+The energy test is optional (cards calibrated before it have no energy_threshold); it turns away the other-breed
+dogs that the ImageNet head files under one of our breeds but the fine-tuned breed head does not recognise
+(reports/openset_signals.md).
 
 The thresholds come from `woof calibrate`, per export format (INT8 moves the scores), on photos the model never
 trained on; they travel in the card. This file is numpy only and self-contained: every archive ships a copy of
@@ -26,7 +31,8 @@ import numpy as np
 RULE = "imagenet_dog_share"
 DOG_CLASSES = (151, 280)  # inclusive: ImageNet's domestic dogs, then wolves, dingo, foxes and other wild canids
 ANSWERS = ("breed", "other_dog", "not_dog")
-THRESHOLDS = ("dog_threshold", "share_threshold", "name_threshold")
+THRESHOLDS = ("dog_threshold", "share_threshold", "name_threshold")  # probabilities, in [0, 1]
+ENERGY = "energy_threshold"  # optional
 # ImageNet-1k classes 151-280, the first name of each (timm's ImageNetInfo descriptions)
 DOG_CLASS_NAMES: tuple[str, ...] = (
     'Chihuahua', 'Japanese spaniel', 'Maltese dog', 'Pekinese', 'Shih-Tzu', 'Blenheim spaniel', 'papillon',
@@ -66,6 +72,9 @@ def check_rule(rule: dict[str, Any] | None, where: str = "open_set") -> dict[str
         value = rule.get(key)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
             raise RuleError(f"{where}: {key} must be a number in [0, 1], not {value!r}")
+    energy = rule.get(ENERGY, 0.0)  # a logit-scale value, not a probability: any finite number
+    if not isinstance(energy, (int, float)) or isinstance(energy, bool) or not np.isfinite(energy):
+        raise RuleError(f"{where}: {ENERGY} must be a finite number (a breed-logit logsumexp), not {energy!r}")
     rows = rule.get("breed_imagenet_classes")
     if not (isinstance(rows, list) and rows and all(isinstance(r, int) and 0 <= r < 1000 for r in rows)):
         raise RuleError(f"{where}: breed_imagenet_classes must list the 10 breeds' ImageNet rows")
@@ -79,8 +88,16 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def scores(imagenet_logits: np.ndarray, breed_rows: list[int]) -> dict[str, np.ndarray]:
-    """Per image: dog probability, our share of it, and the likeliest dog class that is not one of ours."""
+def _logsumexp(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    top = z.max(axis=1)
+    return top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+
+
+def scores(imagenet_logits: np.ndarray, breed_rows: list[int],
+           breed_logits: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per image: dog probability, our share of it, the likeliest dog class that is not one of ours, and (given
+    the breed logits) the breed energy."""
     p = _softmax(np.atleast_2d(imagenet_logits))
     lo, hi = DOG_CLASSES
     dog = p[:, lo:hi + 1].sum(axis=1)
@@ -88,20 +105,28 @@ def scores(imagenet_logits: np.ndarray, breed_rows: list[int]) -> dict[str, np.n
     others = p[:, lo:hi + 1].copy()
     others[:, [r - lo for r in breed_rows]] = 0
     best = others.argmax(axis=1)
-    return {"dog": dog, "share": ours / np.maximum(dog, 1e-12), "other_class": best + lo,
-            "other_probability": others[np.arange(len(p)), best]}
+    out = {"dog": dog, "share": ours / np.maximum(dog, 1e-12), "other_class": best + lo,
+           "other_probability": others[np.arange(len(p)), best]}
+    if breed_logits is not None:
+        out["energy"] = _logsumexp(np.atleast_2d(breed_logits))
+    return out
 
 
 def decide(s: dict[str, np.ndarray], rule: dict[str, Any]) -> np.ndarray:
     """The answer per image (an array of ANSWERS strings) from `scores`."""
     dog = s["dog"] >= rule["dog_threshold"]
     ours = s["share"] >= rule["share_threshold"]
+    if ENERGY in rule:
+        if "energy" not in s:
+            raise RuleError(f"the rule has an {ENERGY}: the scores need the breed logits")
+        ours &= s["energy"] >= rule[ENERGY]
     return np.where(dog & ours, "breed", np.where(dog, "other_dog", "not_dog"))
 
 
-def answers(imagenet_logits: np.ndarray, rule: dict[str, Any]) -> list[dict[str, Any]]:
+def answers(imagenet_logits: np.ndarray, rule: dict[str, Any],
+            breed_logits: np.ndarray | None = None) -> list[dict[str, Any]]:
     """The open-set fields of a prediction, per image: answer, other_breed, is_known_breed, dog_probability."""
-    s = scores(imagenet_logits, rule["breed_imagenet_classes"])
+    s = scores(imagenet_logits, rule["breed_imagenet_classes"], breed_logits)
     out = []
     for i, answer in enumerate(decide(s, rule)):
         other = None
