@@ -137,8 +137,10 @@ def markdown(rows: list[dict], archives: list[Archive], command: str, openset: P
                   f"Rule: dog probability >= {rule['dog_threshold']:.4f} and our breeds' share of it >= "
                   f"{rule['share_threshold']:.4f}"
                   + (f" and breed energy >= {rule['energy_threshold']:.3f}" if "energy_threshold" in rule else "")
-                  + f" (calibrated for {rule.get('calibrated_for', '?')}); other "
-                  f"breed named when its ImageNet probability >= {rule['name_threshold']}.", "",
+                  + f" (calibrated for {rule.get('calibrated_for', '?')}) -> breed; a photo turned away is "
+                  f"other_dog when its dog probability >= {rule.get('other_dog_threshold', rule['dog_threshold']):.2f}"
+                  f", else not_dog; the other breed is named when its ImageNet probability >= "
+                  f"{rule['name_threshold']}.", "",
                   "| photos | question | count | share | 95 % interval |", "|---|---|---|---|---|"]
         for r in rows:
             if r["archive"] == archive.name:

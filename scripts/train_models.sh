@@ -6,7 +6,7 @@
 #      (scripts/select_320.py -> reports/selection_320.md), and take the row the fixed rule picks;
 #   3. woof promote it into training/checkpoints/NAME (next version, the old one kept in previous_versions);
 #   4. woof eval on the 320 px val (primary) and the 160 px val, with the zero-shot row and McNemar test;
-#   5. woof calibrate (open-set threshold on the hold-out).
+#   5. woof calibrate (open-set thresholds on the hold-out at 320 and 160 px and the open-set calibration photos).
 #   DATA_320=data/imagewoof2-320 DATA_160=../shared/data/imagewoof2-160 scripts/train_models.sh [NAME[:RECIPE] ...]
 # NAME is the checkpoint folder (training/checkpoints/NAME), RECIPE a file in training/configs/ without .yaml;
 # the default is the recipes that shipped: lite0:lite0_320_sharp_teacher lite2:lite2_320.
@@ -46,6 +46,6 @@ print(json.load(open(sys.argv[1]))["architecture"])' "$run/card.json")")
   out="training/checkpoints/$name"
   $woof promote "$source" --to "$out"
   $woof eval "$out" --data "$data320" --also "$data160" --baseline --update-card --quiet
-  $woof calibrate "$out" --data "$data320" --quiet
+  $woof calibrate "$out" --data "$data320" --also "$data160" --quiet
   echo "== $name: $chosen promoted, evaluated and calibrated ($out/card.json)"
 done

@@ -129,7 +129,7 @@ def test_predict_gives_the_three_open_set_answers(tiny_model_dir, data_root, tmp
     model_dir = tmp_path / "with-open-set"
     shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("last.pt"))
     card = read_card(model_dir)
-    card["open_set"]["formats"]["fp32"].update(dog_threshold=0.2, share_threshold=0.3)
+    card["open_set"]["formats"]["fp32"].update(dog_threshold=0.2, share_threshold=0.3, other_dog_threshold=0.2)
     write_card(model_dir, card)
     cat = tmp_path / "chelsea.png"
     Image.fromarray(skimage.data.chelsea()).save(cat)

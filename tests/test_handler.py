@@ -73,7 +73,11 @@ def check_schema(result: dict, card: dict) -> None:
     assert rule["calibrated_for"] == "fp32" and rule["rule"] == "imagenet_dog_share"
     assert result["answer"] in ("breed", "other_dog", "not_dog")
     assert result["is_known_breed"] is (result["answer"] == "breed")
-    assert (result["answer"] == "not_dog") is (result["dog_probability"] < rule["dog_threshold"])
+    # the gate to "breed" needs dog_threshold; a turned-away photo is a dog or not by other_dog_threshold
+    kind = rule.get("other_dog_threshold", rule["dog_threshold"])
+    dog = result["dog_probability"]
+    assert {"breed": dog >= rule["dog_threshold"] - 1e-4, "other_dog": dog >= kind - 1e-4,
+            "not_dog": dog < kind + 1e-4}[result["answer"]]
     if result["answer"] != "other_dog":
         assert result["other_breed"] is None
 
@@ -414,8 +418,8 @@ def test_a_bad_image_in_a_batch_fails_alone(tiny_archives, data_root, tmp_path, 
     context.status.clear()
     assert [r["error"]["code"] for r in handler.handle([{"body": b""}, {}], context)] == ["invalid_image"] * 2
     assert context.status == {0: 422, 1: 422}
-    # the archive's calibration decides: nothing is a dog at dog_threshold 1
-    card["open_set"]["dog_threshold"] = 1.0
+    # the archive's calibration decides: nothing is a dog at dog_threshold and other_dog_threshold 1
+    card["open_set"].update(dog_threshold=1.0, other_dog_threshold=1.0)
     (tmp_path / "card.json").write_text(json.dumps(card))
     handler.initialize(context)
     answer = handler.handle([{"body": jpegs[0]}], context)[0]

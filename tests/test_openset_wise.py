@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from training.checkpoint import load_model
 from training.openset import (
     REPORT_DOG_SOURCE,
     calibrate,
+    choose_other_dog_threshold,
     choose_thresholds,
     openset_photos,
     openset_root,
@@ -20,6 +23,8 @@ from woof.breeds import IMAGENET_ROWS
 from woof.card import open_set_rule, read_card
 from woof.errors import WoofError
 from woof.openset import RULE, RuleError, answers, check_rule, scores
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rule(**thresholds):
@@ -65,6 +70,37 @@ def test_breed_energy_turns_a_dog_the_breed_head_does_not_recognise_into_other_d
         answers(logits, with_energy)
 
 
+def test_a_turned_away_photo_is_a_dog_or_not_by_its_own_threshold():
+    logits = np.full((3, 1000), -20.0)
+    logits[0, [281, 254]] = [20.0, 19.3]  # mostly a tabby cat, some pug: dog probability 0.33
+    logits[1, [254, 281]] = [20.0, 19.3]  # mostly a pug: 0.67
+    logits[2, 273] = 20.0  # dingo, one of ours, but the breed head is flat and weak
+    breed = np.array([[0.5] * 10] * 3)
+    dog = scores(logits, list(IMAGENET_ROWS), breed)["dog"]
+    assert np.allclose(dog[:2], [1 / (1 + np.exp(0.7)), 1 / (1 + np.exp(-0.7))])
+    # the old cards: dog_threshold answers both questions; a low one makes the cat "a dog of another breed"
+    low_gate = rule(dog_threshold=0.01, energy_threshold=5.0)
+    assert [o["answer"] for o in answers(logits, low_gate, breed)] == ["other_dog", "other_dog", "other_dog"]
+    # other_dog_threshold says what a turned-away photo is, and only that: the gate to "breed" is unchanged
+    split = {**low_gate, "other_dog_threshold": 0.5}
+    assert [o["answer"] for o in answers(logits, split, breed)] == ["not_dog", "other_dog", "other_dog"]
+    assert answers(logits[2:], {**split, "energy_threshold": 2.0}, breed[2:])[0]["answer"] == "breed"
+    assert answers(logits[1:2], {**split, "other_dog_threshold": 0.7}, breed[1:2])[0]["answer"] == "not_dog"
+    for bad in (-0.1, 1.5, "half", True):
+        with pytest.raises(RuleError, match=r"other_dog_threshold must be a number in \[0, 1\]"):
+            check_rule(rule(other_dog_threshold=bad))
+
+
+def test_other_dog_threshold_separates_dogs_from_cats_by_balanced_accuracy():
+    dogs = np.array([0.9, 0.8, 0.7, 0.45, 0.95])
+    cats = np.array([0.05, 0.1, 0.3, 0.2, 0.4, 0.02, 0.5])
+    # 0.42 and 0.44 get every dog and every cat but the 0.5 one (1 + 6/7); above 0.5: 4/5 + 1; the tie: nearest 0.5
+    assert choose_other_dog_threshold(dogs, cats) == 0.44
+    assert choose_other_dog_threshold(np.array([0.9, 0.95]), np.array([0.1, 0.3])) == 0.5  # tie: 0.32-0.90
+    assert choose_other_dog_threshold(np.array([0.35, 0.4]), np.array([0.05, 0.1])) == 0.34
+    assert choose_other_dog_threshold(np.array([]), cats) == 0.5
+
+
 def test_broken_rules_are_one_line_errors():
     with pytest.raises(RuleError, match="expected an open-set rule 'imagenet_dog_share'"):
         check_rule({"rule": "imagenet_dog_probability", "threshold": 0.5})
@@ -100,7 +136,10 @@ def test_calibration_keeps_the_target_on_the_hold_out_and_turns_away_open_set_ph
     assert result["rule"] == RULE and result["breed_imagenet_classes"] == list(IMAGENET_ROWS)
     fp32 = result["formats"]["fp32"]
     assert 0 <= fp32["dog_threshold"] <= 1 and 0 <= fp32["share_threshold"] <= 1
-    assert np.isfinite(fp32["energy_threshold"])
+    assert np.isfinite(fp32["energy_threshold"]) and 0 < fp32["other_dog_threshold"] < 1
+    # answered other_dog is a part of turned away
+    assert 0 <= fp32["other_dogs_answered_other_dog"] <= fp32["other_dogs_rejected"]
+    assert 0 <= fp32["non_dogs_answered_not_dog"] <= fp32["non_dogs_rejected"]
     assert min(fp32["holdout_acceptance"].values()) >= 0.9
     assert 0 <= fp32["other_dogs_rejected"] <= 1 and fp32["non_dogs_rejected"] >= 0.5
     assert "every source but DiMasta/dogs" in result["calibration_data"]["other_photos"]
@@ -142,3 +181,23 @@ def test_wise_model_folder_is_a_loadable_model_with_its_provenance(tiny_model_di
     model, saved = load_model(tmp_path / "mixed")
     assert saved == read_card(tmp_path / "mixed") and saved["name"] == "mixed"
     assert model(torch.zeros(1, 3, 112, 112)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("archive", sorted((ROOT / "model_store").glob("*.mar")), ids=lambda p: p.stem)
+def test_committed_archives_carry_todays_rule_and_their_models_calibration(archive):
+    """An archive ships its own copy of woof/openset.py and its format's thresholds: both must be today's, or the
+    served answer is not the one the code, the card and reports/openset.md describe."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(archive) as z:
+        shipped_rule_code = z.read("openset.py").decode()
+        card = json.loads(z.read("card.json"))
+    assert shipped_rule_code == (ROOT / "woof" / "openset.py").read_text(), f"{archive.name}: rebuild it"
+    rule = check_rule(card["open_set"], archive.name)
+    fmt = rule["calibrated_for"]
+    model_card = read_card(ROOT / "training" / "checkpoints" / card["name"])
+    calibrated = model_card["open_set"]["formats"][fmt]
+    assert model_card["version"] == card["version"]
+    assert {k: rule[k] for k in calibrated} == calibrated
+    assert "other_dog_threshold" in rule  # calibrated by today's woof calibrate

@@ -5,7 +5,9 @@ The thresholds are chosen on photos the shipped model never trained on:
     photos, at 160 px: the rule must accept at least `target` of them at each size;
   - other photos: the calibration half of the open-set photos (`../shared/data/openset`, see `openset_split`):
     among the (dog, share, energy) thresholds that keep that acceptance, the one that turns away the most of them
-    (the mean of the other-breed dogs' and the cats' and scenes' rejection rates) wins.
+    (the mean of the other-breed dogs' and the cats' and scenes' rejection rates) wins;
+  - what a turned-away photo is: among the calibration photos that rule turns away, the dog probability that
+    best tells the other-breed dogs ("other_dog") from the cats and scenes ("not_dog"), by balanced accuracy.
 The report half of the open-set photos and val are never looked at here (scripts/openset_report.py scores them).
 fp32 (PyTorch; TorchScript and ONNX match it to 1e-5) and INT8 (its own quantised file) are calibrated apart.
 """
@@ -26,7 +28,7 @@ import numpy as np
 from woof.breeds import IMAGENET_ROWS
 from woof.card import file_sha256
 from woof.errors import WoofError
-from woof.openset import DOG_CLASSES, ENERGY, RULE, scores
+from woof.openset import DOG_CLASSES, ENERGY, OTHER_DOG, RULE, scores
 from woof.preprocess import preprocess
 
 from .checkpoint import load_model
@@ -38,6 +40,7 @@ REPORT_DOG_SOURCE = "DiMasta/dogs"  # the dogs of this one source are left out f
 NAME_THRESHOLD = 0.3  # name the other breed when the ImageNet head gives that one class at least this
 CALIBRATED_FORMATS = ("fp32", "onnx-int8")
 GRID = np.round(np.arange(0, 0.0305, 0.001), 3)  # hold-out quantiles tried for each threshold
+KIND_GRID = np.round(np.arange(0.02, 0.981, 0.02), 2)  # dog probabilities tried for other_dog_threshold
 
 
 @dataclass(frozen=True)
@@ -134,10 +137,26 @@ def choose_thresholds(held: dict[str, dict[str, np.ndarray]], dogs: dict[str, np
     if best is None:
         raise WoofError(f"no thresholds accept {target:.1%} of the hold-out photos")
     _, (qd, qs, qe), accepted, dog_rejected, non_dog_rejected = best
+    turned_away = {n: ~(passes["dog"][n][qd] & passes["share"][n][qs] & passes["energy"][n][qe])
+                   for n in ("dogs", "non_dogs")}
+    kind = choose_other_dog_threshold(dogs["dog"][turned_away["dogs"]], non_dogs["dog"][turned_away["non_dogs"]])
     return {"dog_threshold": round(thresholds["dog"][qd], 6), "share_threshold": round(thresholds["share"][qs], 6),
-            ENERGY: round(thresholds["energy"][qe], 4),
+            ENERGY: round(thresholds["energy"][qe], 4), OTHER_DOG: kind,
             "holdout_acceptance": {k: round(v, 4) for k, v in accepted.items()},
-            "other_dogs_rejected": round(dog_rejected, 4), "non_dogs_rejected": round(non_dog_rejected, 4)}
+            "other_dogs_rejected": round(dog_rejected, 4), "non_dogs_rejected": round(non_dog_rejected, 4),
+            # of all calibration photos of the group, the share that gets exactly the right answer
+            "other_dogs_answered_other_dog": round(float(((dogs["dog"] >= kind) & turned_away["dogs"]).mean()), 4),
+            "non_dogs_answered_not_dog": round(float(((non_dogs["dog"] < kind) & turned_away["non_dogs"]).mean()), 4)}
+
+
+def choose_other_dog_threshold(dogs: np.ndarray, non_dogs: np.ndarray) -> float:
+    """The dog probability from KIND_GRID that best separates turned-away dogs (at or above it: "other_dog") from
+    turned-away cats and scenes (below: "not_dog"), by balanced accuracy; ties go to the one nearest 0.5. With no
+    photos of one group, 0.5 (the "mostly a dog" line)."""
+    if not len(dogs) or not len(non_dogs):
+        return 0.5
+    key = [((dogs >= t).mean() + (non_dogs < t).mean(), -abs(t - 0.5)) for t in KIND_GRID]
+    return float(KIND_GRID[max(range(len(KIND_GRID)), key=key.__getitem__)])
 
 
 def _scores(source: LogitsSource, paths: list[Path], progress: bool, desc: str) -> dict[str, np.ndarray]:
@@ -199,8 +218,9 @@ def calibrate(model_dir: Path, data_root: Path, also: list[Path], openset: Path,
                 chosen["int8_sha256"] = file_sha256(int8)
         result["formats"][fmt] = chosen
         log(f"{fmt}: dog >= {chosen['dog_threshold']:.4f}, share >= {chosen['share_threshold']:.4f}, breed energy >= "
-            f"{chosen[ENERGY]:.3f}: hold-out "
+            f"{chosen[ENERGY]:.3f}; turned away and dog >= {chosen[OTHER_DOG]:.2f}: other_dog: hold-out "
             f"accepted {', '.join(f'{k} {v:.1%}' for k, v in chosen['holdout_acceptance'].items())}; calibration "
             f"photos turned away: other dogs {chosen['other_dogs_rejected']:.1%}, cats and scenes "
-            f"{chosen['non_dogs_rejected']:.1%}")
+            f"{chosen['non_dogs_rejected']:.1%}; answered exactly: other_dog "
+            f"{chosen['other_dogs_answered_other_dog']:.1%}, not_dog {chosen['non_dogs_answered_not_dog']:.1%}")
     return result
