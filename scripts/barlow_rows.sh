@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The Barlow Twins research rows (issue: Barlow Twins), one heavy job at a time, each resumable: rerun after a
 # crash or a stop and every finished run is skipped, an unfinished one continues from its last epoch.
-#   scripts/barlow_rows.sh [ROW ...]      rows: scratch5 scratch bt knn probe finetune joint imagenet
+#   scripts/barlow_rows.sh [ROW ...]      rows: scratch5 scratch10 joint5 joint5w views5 scratch bt knn probe finetune joint imagenet
+# scratch10 and joint5 are the small equal-budget pair (80,640 image-passes each: 10 epochs x 1 view, 5 x 2)
+# that fits one session on the 2-core CPU beside the 50-image-pass pair.
 # Data: the 160 px set (DATA_160, default ../shared/data/imagewoof2-160); runs go to runs/research/.
 # Then: .venv/bin/python scripts/barlow_report.py (reports/barlow_twins.md). Val is scored once per row.
 set -euo pipefail
@@ -11,7 +13,7 @@ woof=".venv/bin/woof"
 out="runs/research"
 configs="training/configs/research"
 rows=("$@")
-[ ${#rows[@]} -gt 0 ] || rows=(scratch5 bt knn probe finetune joint scratch imagenet)
+[ ${#rows[@]} -gt 0 ] || rows=(scratch5 scratch10 joint5 joint5w views5 bt knn probe finetune joint scratch imagenet)
 
 train() {  # NAME RECIPE [FLAGS...]: train once (resume if interrupted), then score val once
   local name="$1" recipe="$2"; shift 2
@@ -28,6 +30,14 @@ train() {  # NAME RECIPE [FLAGS...]: train once (resume if interrupted), then sc
 for row in "${rows[@]}"; do
   case "$row" in
     scratch5) train scratch-ce-128-5ep scratch_ce_128 --epochs 5 ;;
+    scratch10) train scratch-ce-128-10ep scratch_ce_128 --epochs 10 ;;
+    joint5) train joint-bt-ce-128-5ep joint_bt_ce_128 --epochs 5 ;;
+    # the same with the Barlow Twins term scaled to the cross-entropy's size at the start (its loss is ~2,000
+    # there, the cross-entropy's ~2.3): at 0.1 the term is ~100x the cross-entropy and the labels barely count
+    joint5w) train joint-bt-ce-128-5ep-w0.001 joint_bt_ce_128 --epochs 5 --barlow-weight 0.001 ;;
+    # the control: the joint loop with the Barlow Twins term weighed to nothing (1e-9): cross-entropy on the two
+    # Barlow Twins views alone, to tell the term's effect from its augmentations' and half the optimiser steps
+    views5) train two-view-ce-128-5ep joint_bt_ce_128 --epochs 5 --barlow-weight 1e-9 ;;
     scratch) train scratch-ce-128 scratch_ce_128 ;;
     bt)
       if [ ! -f "$out/bt-pretrain-96/model.safetensors" ]; then
@@ -47,8 +57,8 @@ for row in "${rows[@]}"; do
     finetune) train bt-finetune-128 bt_finetune_128 --init "$out/bt-pretrain-96" ;;
     joint) train joint-bt-ce-128 joint_bt_ce_128 ;;
     imagenet)
-      train imagenet-ce ../lite0 --holdout 0.1  # the plain fine-tune at the same budget (3 epochs x 1 view)
+      train imagenet-ce ../lite0 --holdout 0.1  # the plain fine-tune at the same budget (4 epochs x 1 view)
       train imagenet-joint imagenet_joint_bt_ce ;;
-    *) echo "unknown row $row (scratch5 scratch bt knn probe finetune joint imagenet)" >&2; exit 2 ;;
+    *) echo "unknown row $row (scratch5 scratch10 joint5 joint5w views5 scratch bt knn probe finetune joint imagenet)" >&2; exit 2 ;;
   esac
 done
