@@ -36,7 +36,7 @@ from training.evaluate import wilson_interval  # noqa: E402
 from training.openset import openset_photos, openset_root  # noqa: E402
 from woof.card import CARD_FILE  # noqa: E402
 from woof.files import atomic_write_text  # noqa: E402
-from woof.openset import answers, check_rule  # noqa: E402
+from woof.openset import answers, check_rule, other_dog_threshold  # noqa: E402
 from woof.preprocess import preprocess  # noqa: E402
 
 STORE = ROOT / "model_store"
@@ -138,7 +138,7 @@ def markdown(rows: list[dict], archives: list[Archive], command: str, openset: P
                   f"{rule['share_threshold']:.4f}"
                   + (f" and breed energy >= {rule['energy_threshold']:.3f}" if "energy_threshold" in rule else "")
                   + f" (calibrated for {rule.get('calibrated_for', '?')}) -> breed; a photo turned away is "
-                  f"other_dog when its dog probability >= {rule.get('other_dog_threshold', rule['dog_threshold']):.2f}"
+                  f"other_dog when its dog probability >= {other_dog_threshold(rule):.2f}"
                   f", else not_dog; the other breed is named when its ImageNet probability >= "
                   f"{rule['name_threshold']}.", "",
                   "| photos | question | count | share | 95 % interval |", "|---|---|---|---|---|"]

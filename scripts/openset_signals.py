@@ -71,7 +71,7 @@ def signals(out: dict[str, np.ndarray], bank: dict[str, np.ndarray], bank_labels
     b = out["b"] - out["b"].max(axis=1, keepdims=True)
     softmax = np.exp(b) / np.exp(b).sum(axis=1, keepdims=True)
     means = unit(np.stack([unit(bank["f"])[bank_labels == c].mean(0) for c in range(10)]))
-    z = scores(out["zi"], list(IMAGENET_ROWS)) if "zi" in out else {"dog": np.zeros(0), "share": np.zeros(0)}
+    z = scores(out["zi"], list(IMAGENET_ROWS))
     return {"dog": s["dog"], "share": s["share"], "zs_dog": z["dog"], "zs_share": z["share"],
             "knn_features": np.sort(unit(out["f"]) @ unit(bank["f"]).T, axis=1)[:, -K],
             "knn_imagenet_logits": np.sort(unit(out["i"]) @ unit(bank["i"]).T, axis=1)[:, -K],
@@ -115,17 +115,15 @@ def main(argv: list[str] | None = None) -> int:
                               card["data"]["holdout_seed"])
     photos = openset_photos(openset_root(args.openset))
     bank_samples = fit[::BANK_EVERY]
-    raw = {"bank": run_model(model, spec, [s.path for s in bank_samples], "bank"),
-           "holdout 320": run_model(model, spec, [s.path for s in held], "hold-out 320"),
-           "holdout 160": run_model(model, spec, [s.path for s in same_files(held, also)], "hold-out 160"),
-           "openset": run_model(model, spec, [ph.path for ph in photos], "open-set")}
     from training.models import create_model
 
-    zero_shot = create_model(card["architecture"], pretrained="imagenet").eval()
-    for name in ("holdout 320", "holdout 160", "openset"):
-        paths = {"holdout 320": [s.path for s in held], "holdout 160": [s.path for s in same_files(held, also)],
-                 "openset": [ph.path for ph in photos]}[name]
-        raw[name]["zi"] = run_model(zero_shot, spec, paths, f"zero-shot {name}")["i"]
+    zero_shot = create_model(card["architecture"], pretrained="imagenet").eval()  # the untouched ImageNet network
+    paths = {"holdout 320": [s.path for s in held], "holdout 160": [s.path for s in same_files(held, also)],
+             "openset": [ph.path for ph in photos]}
+    raw = {"bank": run_model(model, spec, [s.path for s in bank_samples], "bank")}
+    for name, files in paths.items():
+        raw[name] = {**run_model(model, spec, files, name),
+                     "zi": run_model(zero_shot, spec, files, f"zero-shot {name}")["i"]}
     labels = np.array([s.label for s in bank_samples])
     sets = {name: signals(out, raw["bank"], labels) for name, out in raw.items() if name != "bank"}
     group = np.array(["dogs" if ph.group == "otherdogs" else "cats and scenes" for ph in photos])

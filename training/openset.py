@@ -133,12 +133,11 @@ def choose_thresholds(held: dict[str, dict[str, np.ndarray]], dogs: dict[str, np
         dog_rejected, non_dog_rejected = 1 - float(accept["dogs"].mean()), 1 - float(accept["non_dogs"].mean())
         key = ((dog_rejected + non_dog_rejected) / 2, min(accepted.values()), -(qd + qs + qe))
         if best is None or key > best[0]:
-            best = (key, (qd, qs, qe), accepted, dog_rejected, non_dog_rejected)
+            best = (key, (qd, qs, qe), accepted, dog_rejected, non_dog_rejected, accept)
     if best is None:
         raise WoofError(f"no thresholds accept {target:.1%} of the hold-out photos")
-    _, (qd, qs, qe), accepted, dog_rejected, non_dog_rejected = best
-    turned_away = {n: ~(passes["dog"][n][qd] & passes["share"][n][qs] & passes["energy"][n][qe])
-                   for n in ("dogs", "non_dogs")}
+    _, (qd, qs, qe), accepted, dog_rejected, non_dog_rejected, accept = best
+    turned_away = {n: ~accept[n] for n in ("dogs", "non_dogs")}
     kind = choose_other_dog_threshold(dogs["dog"][turned_away["dogs"]], non_dogs["dog"][turned_away["non_dogs"]])
     return {"dog_threshold": round(thresholds["dog"][qd], 6), "share_threshold": round(thresholds["share"][qs], 6),
             ENERGY: round(thresholds["energy"][qe], 4), OTHER_DOG: kind,

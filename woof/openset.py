@@ -76,13 +76,10 @@ def check_rule(rule: dict[str, Any] | None, where: str = "open_set") -> dict[str
     if not isinstance(rule, dict) or rule.get("rule") != RULE:
         found = rule.get("rule") if isinstance(rule, dict) else rule
         raise RuleError(f"{where}: expected an open-set rule {RULE!r} (from woof calibrate), found {found!r}")
-    for key in THRESHOLDS:
+    for key in THRESHOLDS + ((OTHER_DOG,) if OTHER_DOG in rule else ()):
         value = rule.get(key)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
             raise RuleError(f"{where}: {key} must be a number in [0, 1], not {value!r}")
-    kind = rule.get(OTHER_DOG, 0.5)
-    if not isinstance(kind, (int, float)) or isinstance(kind, bool) or not 0 <= kind <= 1:
-        raise RuleError(f"{where}: {OTHER_DOG} must be a number in [0, 1], not {kind!r}")
     energy = rule.get(ENERGY, 0.0)  # a logit-scale value, not a probability: any finite number
     if not isinstance(energy, (int, float)) or isinstance(energy, bool) or not np.isfinite(energy):
         raise RuleError(f"{where}: {ENERGY} must be a finite number (a breed-logit logsumexp), not {energy!r}")
@@ -123,6 +120,11 @@ def scores(imagenet_logits: np.ndarray, breed_rows: list[int],
     return out
 
 
+def other_dog_threshold(rule: dict[str, Any]) -> float:
+    """The dog probability at which a turned-away photo is "other_dog" (cards before it: dog_threshold)."""
+    return rule.get(OTHER_DOG, rule["dog_threshold"])
+
+
 def decide(s: dict[str, np.ndarray], rule: dict[str, Any]) -> np.ndarray:
     """The answer per image (an array of ANSWERS strings) from `scores`."""
     dog = s["dog"] >= rule["dog_threshold"]
@@ -131,7 +133,7 @@ def decide(s: dict[str, np.ndarray], rule: dict[str, Any]) -> np.ndarray:
         if "energy" not in s:
             raise RuleError(f"the rule has an {ENERGY}: the scores need the breed logits")
         ours &= s["energy"] >= rule[ENERGY]
-    is_dog = s["dog"] >= rule.get(OTHER_DOG, rule["dog_threshold"])
+    is_dog = s["dog"] >= other_dog_threshold(rule)
     return np.where(dog & ours, "breed", np.where(is_dog, "other_dog", "not_dog"))
 
 
