@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Barlow Twins research rows (issue: Barlow Twins), one heavy job at a time, each resumable: rerun after a
 # crash or a stop and every finished run is skipped, an unfinished one continues from its last epoch.
-#   scripts/barlow_rows.sh [ROW ...]      rows: scratch5 scratch10 joint5 joint5w views5 scratch bt knn probe finetune joint imagenet
+#   scripts/barlow_rows.sh [ROW ...]      rows: scratch5 scratch10 joint5 joint5w views5 joint5t views5t scratch bt knn probe finetune joint imagenet
 # scratch10 and joint5 are the small equal-budget pair (80,640 image-passes each: 10 epochs x 1 view, 5 x 2)
 # that fits one session on the 2-core CPU beside the 50-image-pass pair.
 # Data: the 160 px set (DATA_160, default ../shared/data/imagewoof2-160); runs go to runs/research/.
@@ -13,7 +13,7 @@ woof=".venv/bin/woof"
 out="runs/research"
 configs="training/configs/research"
 rows=("$@")
-[ ${#rows[@]} -gt 0 ] || rows=(scratch5 scratch10 joint5 joint5w views5 bt knn probe finetune joint scratch imagenet)
+[ ${#rows[@]} -gt 0 ] || rows=(scratch5 scratch10 joint5 joint5w views5 joint5t views5t bt knn probe finetune joint scratch imagenet)
 
 train() {  # NAME RECIPE [FLAGS...]: train once (resume if interrupted), then score val once
   local name="$1" recipe="$2"; shift 2
@@ -38,6 +38,11 @@ for row in "${rows[@]}"; do
     # the control: the joint loop with the Barlow Twins term weighed to nothing (1e-9): cross-entropy on the two
     # Barlow Twins views alone, to tell the term's effect from its augmentations' and half the optimiser steps
     views5) train two-view-ce-128-5ep joint_bt_ce_128 --epochs 5 --barlow-weight 1e-9 ;;
+    # the same pair at equal optimiser steps too, with the recipe's own crop-and-flip as the two views: batch 32
+    # photos x 2 views = the 64 images a step of scratch10, 1,265 steps (scratch10: 1,260); and its 1e-9 control
+    joint5t) train joint-bt-ce-128-5ep-train-views joint_bt_ce_128 --epochs 5 --barlow-views train --batch-size 32 ;;
+    views5t) train two-view-ce-128-5ep-train-views joint_bt_ce_128 --epochs 5 --barlow-views train --batch-size 32 \
+      --barlow-weight 1e-9 ;;
     scratch) train scratch-ce-128 scratch_ce_128 ;;
     bt)
       if [ ! -f "$out/bt-pretrain-96/model.safetensors" ]; then
@@ -59,6 +64,6 @@ for row in "${rows[@]}"; do
     imagenet)
       train imagenet-ce ../lite0 --holdout 0.1  # the plain fine-tune at the same budget (4 epochs x 1 view)
       train imagenet-joint imagenet_joint_bt_ce ;;
-    *) echo "unknown row $row (scratch5 scratch10 joint5 joint5w views5 scratch bt knn probe finetune joint imagenet)" >&2; exit 2 ;;
+    *) echo "unknown row $row (scratch5 scratch10 joint5 joint5w views5 joint5t views5t scratch bt knn probe finetune joint imagenet)" >&2; exit 2 ;;
   esac
 done

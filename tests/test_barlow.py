@@ -103,7 +103,28 @@ def test_recipe_errors_are_one_line(data_root):
         TrainConfig.from_dict({"init": "runs/x", "head_init": "random"})
     with pytest.raises(WoofError, match="not a woof pretrain folder"):
         TrainConfig.from_dict({"init": "/nonexistent", "pretrained": "none", "head_init": "random"})
+    with pytest.raises(WoofError, match="barlow_views must be byol or train"):
+        TrainConfig.from_dict({"barlow_weight": 1.0, "barlow_views": "mild"})
     assert PretrainConfig().to_train_config().ce_weight == 0 and not PretrainConfig().to_train_config().freeze_bn
+
+
+@pytest.mark.parametrize("views", ["byol", "train"])
+def test_two_views_of_each_photo_are_two_different_crops(data_root, views):
+    from training.data import list_samples
+    from training.models import default_preprocessing
+    from training.train import training_set
+
+    config = TrainConfig.from_dict({"barlow_weight": 1.0, "barlow_views": views, "train_size": 64,
+                                    "crop_scale": [0.2, 1.0], "pretrained": "none", "head_init": "random"})
+    samples = list_samples(data_root, "train")[:3]
+    dataset = training_set(config, samples, default_preprocessing(config.model, 64))
+    torch.manual_seed(0)
+    for i, sample in enumerate(samples):
+        a, b, label = dataset[i]
+        assert a.shape == b.shape == (3, 64, 64) and label == sample.label
+        assert not torch.equal(a, b)  # independent draws, not one crop twice
+    # train: the recipe's own crop-and-flip pipeline; byol: lightly's first asymmetric view
+    assert type(dataset.view_a).__name__ == ("Compose" if views == "train" else "BYOLView1Transform")
 
 
 def history(folder) -> list[dict]:

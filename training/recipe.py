@@ -88,6 +88,9 @@ class TrainConfig:
     barlow_lambda: float = setting(0.0051, "Barlow Twins off-diagonal weight (the paper's 0.0051)")
     projector: str = setting("2048-2048-2048", "Barlow Twins projector widths; the paper's 8192-8192-8192 costs "
                                               "~16x the projector compute and memory on a 2-core CPU")
+    barlow_views: str = setting("byol", "the two views of the Barlow Twins term: byol (the paper's asymmetric pair: "
+                                        "blur, solarisation, colour jitter, greyscale) | train (two draws of this "
+                                        "recipe's own training crop and flip)")
     optimizer: str = setting("adamw", "adamw | lars (LARS as in Barlow Twins; biases and norms get no decay)")
     init: str | None = setting(None, "start the backbone from a `woof pretrain` folder (with pretrained none)")
     freeze_backbone: bool = setting(False, "train the breed head only (a linear probe of the backbone)")
@@ -202,6 +205,8 @@ class TrainConfig:
                 bad("Barlow Twins needs batch_size >= 2 (its cross-correlation is taken over the batch)")
             if not 0 < self.barlow_lambda < 1:
                 bad("barlow_lambda must be in (0, 1)")
+            if self.barlow_views not in ("byol", "train"):
+                bad("barlow_views must be byol or train")
             if self.teacher or self.mix_p or self.low_res_p:
                 bad("barlow_weight > 0 brings its own two views: no teacher, mix_data or low_res_p with it")
         if self.optimizer not in ("adamw", "lars"):

@@ -233,6 +233,8 @@ def training_set(config: TrainConfig, samples, spec: dict[str, Any]):
     if config.barlow_weight:
         from .barlow import TwoViews, two_view_transforms
 
+        if config.barlow_views == "train":  # two independent draws of the recipe's own crop and flip
+            return TwoViews(samples, (train_transform(config, spec),) * 2)
         return TwoViews(samples, two_view_transforms(config.train_size, spec, config.crop_scale[0]))
     if config.mix_p and config.teacher_view == "sharp":
         return PairedCopies(samples, same_files(samples, _repo_relative(config.mix_data)), config.mix_p, config, spec)
