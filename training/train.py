@@ -244,13 +244,52 @@ def training_set(config: TrainConfig, samples, spec: dict[str, Any]):
     return dataset
 
 
+def training_samples(config: TrainConfig, data_root: Path):
+    """(train photos, hold-out photos, the same hold-out files in `holdout_also`'s copy) for a recipe."""
+    from .data import EXPECTED_COUNTS, holdout_split, list_samples, same_files, subset_per_class
+
+    samples = list_samples(data_root, "train", noise=config.noise)
+    if len(samples) != EXPECTED_COUNTS["train"]:  # never train on a partial set without saying so
+        print(f"warning: {data_root / 'train'} holds {len(samples):,} images, the official imagewoof2 train split "
+              f"{EXPECTED_COUNTS['train']:,} (check it with woof data verify --expect 320)")
+    held: list = []
+    if config.holdout:
+        samples, held = holdout_split(samples, config.holdout, config.holdout_seed)
+    if config.limit_per_class:
+        samples = subset_per_class(samples, config.limit_per_class)
+        held = subset_per_class(held, config.limit_per_class)
+    held_also = same_files(held, _repo_relative(config.holdout_also)) if config.holdout_also else []
+    return samples, held, held_also
+
+
+def build_objective(config: TrainConfig, spec: dict[str, Any], device, memory_format, state=None) -> Objective:
+    """The model (from the checkpoint `state` when resuming), the Barlow Twins projector and the teachers the
+    recipe's loss terms need, on the device, as one Objective."""
+    model = build_model(config, spec, resuming=state is not None)
+    barlow = None
+    if config.barlow_weight:
+        from .barlow import BarlowTwins, parse_widths
+
+        barlow = BarlowTwins(model.backbone.num_features if hasattr(model.backbone, "num_features")
+                             else model.head.in_features, parse_widths(config.projector), config.barlow_lambda)
+        if config.sync_bn and distributed.world_size() > 1:
+            barlow = torch.nn.SyncBatchNorm.convert_sync_batchnorm(barlow)
+        barlow.to(device)
+    if config.barlow_weight and not config.ce_weight:
+        model.head.requires_grad_(False)  # self-supervised only: the breed head gets no gradient (DDP insists)
+    if state:
+        model.load_state_dict(state["model"])
+        if barlow is not None:
+            barlow.load_state_dict(state["barlow"])
+    model.to(device, memory_format=memory_format)
+    teacher = load_teacher(config, spec, device, memory_format) if config.teacher_names() else None
+    return Objective(config, model, teacher, barlow)
+
+
 def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = False,
           progress: bool = True, command: str | None = None) -> dict[str, Any]:
     """Train; returns a summary. Writes last.pt, history.csv, model.safetensors, card.json."""
     import torch
-    from torch.utils.data import DataLoader
-
-    from .data import EXPECTED_COUNTS, data_description, holdout_split, list_samples, same_files, subset_per_class
 
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / CHECKPOINT_FILE
@@ -277,38 +316,10 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     use_bf16 = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda")
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
 
-    samples = list_samples(data_root, "train", noise=config.noise)
-    if len(samples) != EXPECTED_COUNTS["train"]:  # never train on a partial set without saying so
-        print(f"warning: {data_root / 'train'} holds {len(samples):,} images, the official imagewoof2 train split "
-              f"{EXPECTED_COUNTS['train']:,} (check it with woof data verify --expect 320)")
-    held: list = []
-    if config.holdout:
-        samples, held = holdout_split(samples, config.holdout, config.holdout_seed)
-    if config.limit_per_class:
-        samples = subset_per_class(samples, config.limit_per_class)
-        held = subset_per_class(held, config.limit_per_class)
-    held_also = same_files(held, _repo_relative(config.holdout_also)) if config.holdout_also else []
-
+    samples, held, held_also = training_samples(config, data_root)
     spec = default_preprocessing(config.model, config.eval_size)
-    model = build_model(config, spec, resuming=state is not None)
-    barlow = None
-    if config.barlow_weight:
-        from .barlow import BarlowTwins, parse_widths
-
-        barlow = BarlowTwins(model.backbone.num_features if hasattr(model.backbone, "num_features")
-                             else model.head.in_features, parse_widths(config.projector), config.barlow_lambda)
-        if config.sync_bn and world > 1:
-            barlow = torch.nn.SyncBatchNorm.convert_sync_batchnorm(barlow)
-        barlow.to(device)
-    if config.barlow_weight and not config.ce_weight:
-        model.head.requires_grad_(False)  # self-supervised only: the breed head gets no gradient (DDP insists)
-    if state:
-        model.load_state_dict(state["model"])
-        if barlow is not None:
-            barlow.load_state_dict(state["barlow"])
-    model.to(device, memory_format=memory_format)
-    teacher = load_teacher(config, spec, device, memory_format) if config.teacher_names() else None
-    objective = Objective(config, model, teacher, barlow)
+    objective = build_objective(config, spec, device, memory_format, state)
+    model, barlow = objective.model, objective.barlow
     torch.manual_seed(config.seed + distributed.rank())  # the same start everywhere, then each rank its own draws
     step = objective
     if world > 1:
@@ -330,28 +341,8 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
 
     start_epoch, train_seconds, image_passes = 0, 0.0, 0
     if state:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, train_seconds = state["epoch"], state["train_seconds"]
-        image_passes = state.get("image_passes", 0)
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng_torch"])
-        random.setstate(_restore_py_rng(state["rng_python"]))
-        if world > 1:  # rank 0's saved state, then each rank its own augmentation again
-            torch.manual_seed(config.seed + 1000 * start_epoch + distributed.rank())
-            random.seed(config.seed + 1000 * start_epoch + distributed.rank())
-
-    generator = torch.Generator().manual_seed(config.seed + start_epoch)
-    dataset = training_set(config, samples, spec)
-    sampler = None
-    if world > 1:  # each rank its share of a per-epoch reshuffle of the same order (set_epoch below)
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                        drop_last=True, num_workers=config.workers, generator=generator,
-                        persistent_workers=config.workers > 0, pin_memory=device.type == "cuda")
+        start_epoch, train_seconds, image_passes = _restore(state, config, optimizer, scheduler, ema)
+    loader, sampler = _loader(config, training_set(config, samples, spec), start_epoch, device)
     history_path = out_dir / HISTORY_FILE
     if main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -359,7 +350,8 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
             (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
             history_path.unlink(missing_ok=True)
 
-    terms = " + ".join(t for t, on in (("cross-entropy", config.ce_weight), ("distillation", teacher is not None),
+    terms = " + ".join(t for t, on in (("cross-entropy", config.ce_weight),
+                                       ("distillation", objective.teacher is not None),
                                        ("Barlow Twins", barlow is not None)) if on)
     say = print if main_process else (lambda *a, **k: None)
     say(f"training {config.model} on {len(samples)} images ({len(held)} held out), "
@@ -392,14 +384,7 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
                 "rng_python": _save_py_rng(random.getstate()), "command": command or (state or {}).get("command"),
             }, checkpoint_path)
             _append_history(history_path, row)
-            say(f"epoch {epoch + 1}: loss {row['train_loss']}"
-                + (f", train acc {row['train_acc']}" if row["train_acc"] != "" else "")
-                + "".join(f", {k} {row[k]}" for k in ("bt_on_diag", "bt_off_diag", "embedding_std") if k in row)
-                + f", {row['images_per_s']} img/s, {row['seconds']} s"
-                + (f", hold-out acc {row['holdout_acc']}" if row["holdout_acc"] != "" else "")
-                + "".join(f", {k[len('holdout_acc_'):]} {v}" for k, v in row.items()
-                          if k.startswith("holdout_acc_") and k != "holdout_acc_ema")
-                + (f" (moving average {row['holdout_acc_ema']})" if "holdout_acc_ema" in row else ""))
+            say(epoch_summary(row))
         distributed.barrier()  # the others wait while rank 0 evaluates and writes
 
     if world > 1:
@@ -411,25 +396,65 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
         distributed.barrier()
         distributed.cleanup()
         return {"out": str(out_dir), "seconds": train_seconds, "card": None}
-    if config.wise_alpha < 1:
-        mix(model, config.model, config.wise_alpha)
-    weights_path, sha = checkpoint.save_weights(model, out_dir)
-    card = cards.new_card(
-        name=config.name or out_dir.name,
-        architecture=config.model,
-        preprocessing=spec,
-        parameters=count_parameters(model),
-        weights_sha256=sha,
-        recipe=config.to_dict(),
+    from .data import data_description
+
+    card = save_model(
+        out_dir, config, model, spec, command=command or (state or {}).get("command"),
         data={"train_images": len(samples), "holdout_images": len(held),
               "noise": config.noise, "holdout_fraction": config.holdout,
               "holdout_seed": config.holdout_seed if held else None, **data_description(data_root)},
         training={"seconds": round(train_seconds, 1), "epochs": config.epochs, "hardware": checkpoint.hardware(),
                   "device": str(device), "image_passes": image_passes, "objective": terms,
-                  "processes": world, "global_batch": config.batch_size * world},
-        has_imagenet_head=model.imagenet_head is not None,
-        command=command or (state or {}).get("command"),
-    )
+                  "processes": world, "global_batch": config.batch_size * world})
+    say(f"saved {out_dir / cards.WEIGHTS_FILE} and {out_dir / cards.CARD_FILE}")
+    distributed.barrier()
+    distributed.cleanup()
+    return {"out": str(out_dir), "seconds": train_seconds, "card": card}
+
+
+def _restore(state: dict[str, Any], config: TrainConfig, optimizer, scheduler, ema) -> tuple[int, float, int]:
+    """Continue a checkpointed run: optimiser, schedule, moving average and random state; returns (epochs done,
+    seconds trained, image-passes so far)."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    torch.set_rng_state(state["rng_torch"])
+    random.setstate(_restore_py_rng(state["rng_python"]))
+    start_epoch = state["epoch"]
+    if distributed.world_size() > 1:  # rank 0's saved state, then each rank its own augmentation again
+        torch.manual_seed(config.seed + 1000 * start_epoch + distributed.rank())
+        random.seed(config.seed + 1000 * start_epoch + distributed.rank())
+    return start_epoch, state["train_seconds"], state.get("image_passes", 0)
+
+
+def _loader(config: TrainConfig, dataset, start_epoch: int, device):
+    """(DataLoader, DistributedSampler or None): full batches only (drop_last: the Barlow Twins cross-correlation
+    needs whole batches), shuffled from the seed and the epoch the run starts at."""
+    from torch.utils.data import DataLoader
+
+    generator = torch.Generator().manual_seed(config.seed + start_epoch)
+    sampler = None
+    if distributed.world_size() > 1:  # each rank its share of a per-epoch reshuffle of the same order (set_epoch)
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(dataset, shuffle=True, seed=config.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                        drop_last=True, num_workers=config.workers, generator=generator,
+                        persistent_workers=config.workers > 0, pin_memory=device.type == "cuda")
+    return loader, sampler
+
+
+def save_model(out_dir: Path, config: TrainConfig, model, spec: dict[str, Any], data: dict[str, Any],
+               training: dict[str, Any], command: str | None) -> dict[str, Any]:
+    """Write the trained weights and their card (a retrained folder continues its version line); the card."""
+    if config.wise_alpha < 1:
+        mix(model, config.model, config.wise_alpha)
+    _, sha = checkpoint.save_weights(model, out_dir)
+    card = cards.new_card(name=config.name or out_dir.name, architecture=config.model, preprocessing=spec,
+                          parameters=count_parameters(model), weights_sha256=sha, recipe=config.to_dict(),
+                          data=data, training=training, has_imagenet_head=model.imagenet_head is not None,
+                          command=command)
     if not config.ce_weight:  # a backbone for `woof train --init`: its breed head never learned anything
         card["kind"] = "barlow_twins_pretrain"
     if config.wise_alpha < 1:
@@ -437,10 +462,19 @@ def train(config: TrainConfig, data_root: Path, out_dir: Path, resume: bool = Fa
     if (out_dir / cards.CARD_FILE).exists():  # a retrained model continues its version line
         cards.succeed(card, cards.read_card(out_dir))  # metrics are not kept: new weights
     cards.write_card(out_dir, card)
-    say(f"saved {weights_path} and {out_dir / cards.CARD_FILE}")
-    distributed.barrier()
-    distributed.cleanup()
-    return {"out": str(out_dir), "seconds": train_seconds, "card": card}
+    return card
+
+
+def epoch_summary(row: dict[str, Any]) -> str:
+    """One history row as the line printed after each epoch."""
+    return (f"epoch {row['epoch']}: loss {row['train_loss']}"
+            + (f", train acc {row['train_acc']}" if row["train_acc"] != "" else "")
+            + "".join(f", {k} {row[k]}" for k in ("bt_on_diag", "bt_off_diag", "embedding_std") if k in row)
+            + f", {row['images_per_s']} img/s, {row['seconds']} s"
+            + (f", hold-out acc {row['holdout_acc']}" if row["holdout_acc"] != "" else "")
+            + "".join(f", {k[len('holdout_acc_'):]} {v}" for k, v in row.items()
+                      if k.startswith("holdout_acc_") and k != "holdout_acc_ema")
+            + (f" (moving average {row['holdout_acc_ema']})" if "holdout_acc_ema" in row else ""))
 
 
 def _append_history(path: Path, row: dict[str, Any]) -> None:
