@@ -13,7 +13,8 @@ woof=".venv/bin/woof"
 out="runs/research"
 configs="training/configs/research"
 rows=("$@")
-[ ${#rows[@]} -gt 0 ] || rows=(scratch5 scratch10 joint5 joint5w views5 joint5t views5t bt knn probe finetune joint scratch imagenet)
+all_rows=(scratch5 scratch10 joint5 joint5w views5 joint5t views5t bt knn probe finetune joint scratch imagenet)
+[ ${#rows[@]} -gt 0 ] || rows=("${all_rows[@]}")
 
 train() {  # NAME RECIPE [FLAGS...]: train once (resume if interrupted), then score val once
   local name="$1" recipe="$2"; shift 2
@@ -64,6 +65,6 @@ for row in "${rows[@]}"; do
     imagenet)
       train imagenet-ce ../lite0 --holdout 0.1  # the plain fine-tune at the same budget (4 epochs x 1 view)
       train imagenet-joint imagenet_joint_bt_ce ;;
-    *) echo "unknown row $row (scratch5 scratch10 joint5 joint5w views5 joint5t views5t scratch bt knn probe finetune joint imagenet)" >&2; exit 2 ;;
+    *) echo "unknown row $row (${all_rows[*]})" >&2; exit 2 ;;
   esac
 done
