@@ -51,6 +51,8 @@ ROWS = [  # (run folder, what, leak-free?)
     ("joint-bt-ce-128", "joint Barlow Twins + cross-entropy, random init, 25 epochs", True),
     ("imagenet-ce", "plain fine-tune from ImageNet (training/configs/lite0.yaml), 4 epochs", False),
     ("imagenet-joint", "joint Barlow Twins + cross-entropy from ImageNet, 2 epochs", False),
+    ("imagenet-bt-finetune", "Barlow Twins continued from ImageNet 1 epoch (192 px, ImageNet BatchNorm statistics "
+     "kept), then the plain fine-tune for 2 epochs", False),
 ]
 PAIRS = [  # (a, b, what the pair compares)
     ("joint-bt-ce-128-5ep", "scratch-ce-128-10ep", "equal budget, 80,640 image-passes each"),
@@ -65,6 +67,7 @@ PAIRS = [  # (a, b, what the pair compares)
     ("bt-finetune-128", "scratch-ce-128-10ep",
      "the same 10 supervised epochs; the Barlow Twins row spends 322,560 more image-passes (not an equal budget)"),
     ("imagenet-joint", "imagenet-ce", "equal budget, from ImageNet (leaky)"),
+    ("imagenet-bt-finetune", "imagenet-ce", "equal budget, from ImageNet (leaky)"),
 ]
 LEADERBOARD = "fast.ai Imagewoof leaderboard, random init, val top-1: 128 px 5 epochs 76.61 %, 20 epochs 86.27 %"
 
@@ -164,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         passes, seconds = d["passes"] or "–", d["seconds"]
         init = (d["card"].get("recipe") or {}).get("init")
         if init and d["passes"]:  # a fine-tune's budget includes the pretraining it starts from
-            start = describe(source(runs, kept, Path(init).name))
+            start_run = source(runs, kept, Path(init).name)
+            keep(start_run, kept / Path(init).name)  # the pretraining's card and history, even when not a row itself
+            start = describe(start_run)
             if start["passes"]:
                 passes = f"{d['passes']} + {start['passes']} pretraining = {d['passes'] + start['passes']}"
                 seconds += start["seconds"] or 0

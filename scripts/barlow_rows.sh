@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Barlow Twins research rows (issue: Barlow Twins), one heavy job at a time, each resumable: rerun after a
 # crash or a stop and every finished run is skipped, an unfinished one continues from its last epoch.
-#   scripts/barlow_rows.sh [ROW ...]      rows: scratch5 scratch10 joint5 joint5w views5 joint5t views5t scratch bt knn probe finetune joint imagenet
+#   scripts/barlow_rows.sh [ROW ...]      rows: see all_rows below
 # scratch10 and joint5 are the small equal-budget pair (80,640 image-passes each: 10 epochs x 1 view, 5 x 2)
 # that fits one session on the 2-core CPU beside the 50-image-pass pair.
 # Data: the 160 px set (DATA_160, default ../shared/data/imagewoof2-160); runs go to runs/research/.
@@ -13,7 +13,7 @@ woof=".venv/bin/woof"
 out="runs/research"
 configs="training/configs/research"
 rows=("$@")
-all_rows=(scratch5 scratch10 joint5 joint5w views5 joint5t views5t bt knn probe finetune joint scratch imagenet)
+all_rows=(scratch5 scratch10 joint5 joint5w views5 joint5t views5t bt knn probe finetune joint scratch imagenet imagenet-bt)
 [ ${#rows[@]} -gt 0 ] || rows=("${all_rows[@]}")
 
 train() {  # NAME RECIPE [FLAGS...]: train once (resume if interrupted), then score val once
@@ -26,6 +26,16 @@ train() {  # NAME RECIPE [FLAGS...]: train once (resume if interrupted), then sc
     fi
   fi
   [ -f "$out/$name/report/metrics.json" ] || $woof eval "$out/$name" --data "$data" --update-card --quiet
+}
+
+pretrain() {  # NAME RECIPE: Barlow Twins pretraining once (resume if interrupted); no labels, nothing scored
+  local name="$1" recipe="$2"
+  [ ! -f "$out/$name/model.safetensors" ] || return 0
+  if [ -f "$out/$name/last.pt" ]; then
+    $woof pretrain --out "$out/$name" --data "$data" --resume --quiet
+  else
+    $woof pretrain --config "$configs/$recipe.yaml" --data "$data" --out "$out/$name" --quiet
+  fi
 }
 
 for row in "${rows[@]}"; do
@@ -45,14 +55,7 @@ for row in "${rows[@]}"; do
     views5t) train two-view-ce-128-5ep-train-views joint_bt_ce_128 --epochs 5 --barlow-views train --batch-size 32 \
       --barlow-weight 1e-9 ;;
     scratch) train scratch-ce-128 scratch_ce_128 ;;
-    bt)
-      if [ ! -f "$out/bt-pretrain-96/model.safetensors" ]; then
-        if [ -f "$out/bt-pretrain-96/last.pt" ]; then
-          $woof pretrain --out "$out/bt-pretrain-96" --data "$data" --resume --quiet
-        else
-          $woof pretrain --config "$configs/bt_pretrain_96.yaml" --data "$data" --out "$out/bt-pretrain-96" --quiet
-        fi
-      fi ;;
+    bt) pretrain bt-pretrain-96 bt_pretrain_96 ;;
     knn)
       if [ -f "$out/bt-pretrain-96/model.safetensors" ] && [ ! -f "$out/bt-pretrain-96/knn.json" ]; then
         $woof knn "$out/bt-pretrain-96" --data "$data" --size 128 --quiet
@@ -65,6 +68,11 @@ for row in "${rows[@]}"; do
     imagenet)
       train imagenet-ce ../lite0 --holdout 0.1  # the plain fine-tune at the same budget (4 epochs x 1 view)
       train imagenet-joint imagenet_joint_bt_ce ;;
+    # Barlow Twins continued from ImageNet (1 epoch x 2 views), then the fine-tune for 2 epochs: 4 image-passes a
+    # photo, as imagenet-ce
+    imagenet-bt)
+      pretrain imagenet-bt-pretrain imagenet_bt_pretrain
+      train imagenet-bt-finetune imagenet_bt_finetune --init "$out/imagenet-bt-pretrain" ;;
     *) echo "unknown row $row (${all_rows[*]})" >&2; exit 2 ;;
   esac
 done

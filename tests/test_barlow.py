@@ -99,8 +99,8 @@ def test_recipe_errors_are_one_line(data_root):
         PretrainConfig.from_dict({"batch_size": 1})
     with pytest.raises(WoofError, match="no teacher, mix_data or low_res_p"):
         TrainConfig.from_dict({"barlow_weight": 1.0, "teacher": "zero-shot:efficientnet_lite0"})
-    with pytest.raises(WoofError, match="set pretrained none"):
-        TrainConfig.from_dict({"init": "runs/x", "head_init": "random"})
+    with pytest.raises(WoofError, match="freeze_bn keeps ImageNet's BatchNorm statistics: it needs"):
+        PretrainConfig.from_dict({"freeze_bn": True})
     with pytest.raises(WoofError, match="not a woof pretrain folder"):
         TrainConfig.from_dict({"init": "/nonexistent", "pretrained": "none", "head_init": "random"})
     with pytest.raises(WoofError, match="barlow_views must be byol or train"):
@@ -185,6 +185,37 @@ def test_init_from_a_pretrain_folder_and_its_errors(pretrained_folder, data_root
                  "--model", "efficientnet_lite1", "--pretrained", "none", "--head-init", "random", "--epochs", "1"])
     assert code == 2 and "holds a efficientnet_lite0 backbone, not efficientnet_lite1" in capsys.readouterr().err
     assert not (tmp_path / "wrong" / "card.json").exists()
+    # a random-init backbone under ImageNet's heads would read them through features they were never fitted to
+    code = main(["train", "--out", str(tmp_path / "wrong"), "--data", str(data_root), "--init", str(pretrained_folder),
+                 "--pretrained", "imagenet", "--head-init", "imagenet", "--epochs", "1"])
+    assert code == 2 and "was pretrained from random init" in capsys.readouterr().err
+    assert not (tmp_path / "wrong").exists() or not any((tmp_path / "wrong").iterdir())
+
+
+def test_continued_pretraining_from_imagenet_keeps_its_batchnorm_and_heads(data_root, tmp_path):
+    """woof pretrain --pretrained imagenet --freeze-bn, then a fine-tune that keeps the ImageNet heads."""
+    from safetensors.torch import load_file
+
+    from training.models import create_model
+
+    out = tmp_path / "bt-imagenet"
+    assert main(["pretrain", "--out", str(out), "--data", str(data_root), "--pretrained", "imagenet", "--freeze-bn",
+                 "--epochs", "1", "--lr", "1e-3", "--optimizer", "adamw", "--quiet", *TINY]) == 0
+    imagenet = create_model("efficientnet_lite0", pretrained="imagenet").state_dict()
+    saved = load_file(str(out / "model.safetensors"))
+    stats = [k for k in imagenet if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(saved[k], imagenet[k]) for k in stats)  # ImageNet's statistics kept
+    assert not torch.equal(saved["backbone.conv_stem.weight"], imagenet["backbone.conv_stem.weight"])  # it learned
+    assert torch.equal(saved["imagenet_head.weight"], imagenet["imagenet_head.weight"])  # the frozen head rides along
+    card = json.loads((out / "card.json").read_text())
+    assert card["recipe"]["pretrained"] == "imagenet" and card["recipe"]["freeze_bn"] is True
+
+    tuned = tmp_path / "bt-imagenet-ft"
+    assert main(["train", "--out", str(tuned), "--data", str(data_root), "--init", str(out), "--pretrained",
+                 "imagenet", "--head-init", "imagenet", "--epochs", "1", "--quiet", "--limit-per-class", "2",
+                 "--train-size", "64", "--batch-size", "8", "--workers", "0"]) == 0
+    card = json.loads((tuned / "card.json").read_text())
+    assert card["has_imagenet_head"] and card["recipe"]["init"] == str(out)
 
 
 def test_joint_barlow_twins_and_cross_entropy_in_one_loop(data_root, tmp_path):

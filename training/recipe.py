@@ -8,6 +8,7 @@ needs no torch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,8 @@ class TrainConfig:
                                         "blur, solarisation, colour jitter, greyscale) | train (two draws of this "
                                         "recipe's own training crop and flip)")
     optimizer: str = setting("adamw", "adamw | lars (LARS as in Barlow Twins; biases and norms get no decay)")
-    init: str | None = setting(None, "start the backbone from a `woof pretrain` folder (with pretrained none)")
+    init: str | None = setting(None, "start the backbone from a `woof pretrain` folder (pretrained none; or "
+                                     "imagenet for a folder continued from ImageNet: its ImageNet heads stay)")
     freeze_backbone: bool = setting(False, "train the breed head only (a linear probe of the backbone)")
     sync_bn: bool = setting(False, "under torchrun on CUDA: SyncBatchNorm in the Barlow Twins projector (PyTorch's "
                                    "SyncBatchNorm refuses CPU tensors; the loss is over the global batch anyway)")
@@ -212,10 +214,15 @@ class TrainConfig:
         if self.optimizer not in ("adamw", "lars"):
             bad("optimizer must be adamw or lars")
         if self.init:
-            if self.pretrained != "none":
-                bad("init starts from a woof pretrain folder: set pretrained none (the folder's weights replace it)")
-            if not (_repo_relative(self.init) / "card.json").is_file():
+            card = _repo_relative(self.init) / "card.json"
+            if not card.is_file():
                 bad(f"init: {self.init} is not a woof pretrain folder (no card.json)")
+            started = json.loads(card.read_text()).get("recipe", {}).get("pretrained")
+            # pretrained imagenet + init: the ImageNet heads (head_init imagenet, the open-set check) on the folder's
+            # backbone, which only makes sense when that backbone was itself continued from ImageNet
+            if self.pretrained == "imagenet" and started != "imagenet":
+                bad(f"init: {self.init} was pretrained from random init, so it has no ImageNet head to keep: "
+                    "set pretrained none (and head_init random)")
         if self.freeze_backbone and self.barlow_weight:
             bad("freeze_backbone trains the head only: Barlow Twins would have nothing to train")
 
@@ -249,6 +256,8 @@ class PretrainConfig:
     model: str = setting("efficientnet_lite0", "timm architecture name")
     pretrained: str = setting("none", "none (random init, BatchNorm trained: the leak-free setting) | imagenet "
                                       "(continued pretraining)")
+    freeze_bn: bool = setting(False, "keep BatchNorm's running statistics (continued pretraining from ImageNet: a "
+                                     "frozen-BatchNorm fine-tune then normalises as ImageNet did)")
     name: str | None = setting(None, "name written in the card (default: the --out folder's name)")
     epochs: int = setting(20, "number of epochs")
     batch_size: int = setting(64, "images per step (two views each)")
@@ -281,6 +290,9 @@ class PretrainConfig:
         if "crop_scale" in values:
             values["crop_scale"] = tuple(values["crop_scale"])
         config = cls(**values)
+        if config.freeze_bn and config.pretrained != "imagenet":
+            raise WoofError(f"{where}: freeze_bn keeps ImageNet's BatchNorm statistics: it needs pretrained imagenet "
+                            "(a random init has none worth keeping)")
         if config.split != "train":
             raise WoofError(f"{where}: split {config.split!r}: pretraining reads train images only, never val")
         if not 0 < config.holdout < 1:
@@ -289,7 +301,7 @@ class PretrainConfig:
         return config
 
     def to_train_config(self) -> TrainConfig:
-        """The same run as a `woof train` recipe: Barlow Twins only, no labels, BatchNorm trained."""
+        """The same run as a `woof train` recipe: Barlow Twins only, no labels, BatchNorm trained unless freeze_bn."""
         return TrainConfig(
             model=self.model, pretrained=self.pretrained, name=self.name, epochs=self.epochs,
             batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
@@ -297,7 +309,7 @@ class PretrainConfig:
             projector=self.projector, barlow_lambda=self.barlow_lambda, holdout=self.holdout,
             holdout_seed=self.holdout_seed, limit_per_class=self.limit_per_class, seed=self.seed,
             workers=self.workers, device=self.device, channels_last=self.channels_last,
-            ce_weight=0.0, barlow_weight=1.0, head_init="random", freeze_bn=False, label_smoothing=0.0,
+            ce_weight=0.0, barlow_weight=1.0, head_init="random", freeze_bn=self.freeze_bn, label_smoothing=0.0,
             extra={"pretrain": dataclasses.asdict(self) | {"crop_scale": list(self.crop_scale)}})
 
     def to_dict(self) -> dict[str, Any]:
