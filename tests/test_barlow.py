@@ -108,6 +108,26 @@ def test_recipe_errors_are_one_line(data_root):
     assert PretrainConfig().to_train_config().ce_weight == 0 and not PretrainConfig().to_train_config().freeze_bn
 
 
+def test_label_fraction_keeps_a_fixed_stratified_share_and_the_whole_holdout(data_root):
+    from collections import Counter
+
+    from training.train import training_samples
+
+    every, held = training_samples(TrainConfig.from_dict({"holdout": 0.1}), data_root)[:2]
+    config = TrainConfig.from_dict({"holdout": 0.1, "label_fraction": 0.1, "seed": 7})
+    labelled, held_scarce = training_samples(config, data_root)[:2]
+    assert held_scarce == held  # the selection hold-out does not shrink with the labels
+    assert set(s.path for s in labelled) <= set(s.path for s in every)
+    per_class, everywhere = Counter(s.label for s in labelled), Counter(s.label for s in every)
+    assert all(per_class[c] == round(everywhere[c] * 0.1) for c in everywhere)  # 10 % of each breed
+    again = training_samples(TrainConfig.from_dict({"holdout": 0.1, "label_fraction": 0.1, "seed": 0}), data_root)[0]
+    assert [s.path for s in again] == [s.path for s in labelled]  # the same photos whatever the training seed
+    with pytest.raises(WoofError, match="label_fraction must be in"):
+        TrainConfig.from_dict({"label_fraction": 0})
+    with pytest.raises(WoofError, match="no unlabelled batches"):
+        TrainConfig.from_dict({"label_fraction": 0.1, "barlow_weight": 1.0})
+
+
 @pytest.mark.parametrize("views", ["byol", "train"])
 def test_two_views_of_each_photo_are_two_different_crops(data_root, views):
     from training.data import list_samples

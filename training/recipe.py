@@ -60,6 +60,9 @@ class TrainConfig:
                                    "whatever the training seed)")
     holdout_also: str | None = setting(None, "another copy of Imagewoof (e.g. the 160 px set) where the same "
                                              "hold-out files are scored too")
+    label_fraction: float = setting(1.0, "share of the train photos left after the hold-out that training sees with "
+                                         "their labels (stratified, fixed seed; 0.1 = the label-scarce setting); "
+                                         "the hold-out stays whole")
     # people send small, recompressed photos too
     low_res_p: float = setting(0.0, "probability of shrinking a training photo before cropping (0: off)")
     low_res_side: tuple[int, int] = setting((128, 224), "MIN,MAX shorter side a shrunk training photo gets")
@@ -153,6 +156,11 @@ class TrainConfig:
             bad("crop_scale must be two numbers 0 < min <= max <= 1")
         if not 0 <= self.holdout < 1:
             bad("holdout must be in [0, 1)")
+        if not 0 < self.label_fraction <= 1:
+            bad("label_fraction must be in (0, 1]")
+        if self.label_fraction < 1 and self.barlow_weight:
+            bad("label_fraction < 1 with barlow_weight: the joint loop has no unlabelled batches; pretrain on every "
+                "photo with woof pretrain, then fine-tune with label_fraction")
         if self.holdout_also and not self.holdout:
             bad("holdout_also needs a hold-out (holdout > 0)")
         if self.holdout_also and not _repo_relative(self.holdout_also).is_dir():

@@ -255,6 +255,8 @@ def training_samples(config: TrainConfig, data_root: Path):
     held: list = []
     if config.holdout:
         samples, held = holdout_split(samples, config.holdout, config.holdout_seed)
+    if config.label_fraction < 1:  # the labelled share: a stratified draw whose seed no training seed moves
+        _, samples = holdout_split(samples, config.label_fraction, config.holdout_seed + 1)
     if config.limit_per_class:
         samples = subset_per_class(samples, config.limit_per_class)
         held = subset_per_class(held, config.limit_per_class)
