@@ -88,7 +88,7 @@ def test_knn_on_a_toy_set_with_a_known_answer():
     assert knn_top1(bank, labels, queries, torch.tensor([1, 0, 0]), k=2, num_classes=2) == pytest.approx(1 / 3)
 
 
-def test_recipe_errors_are_one_line(data_root):
+def test_recipe_errors_are_one_line(data_root, tmp_path):
     with pytest.raises(WoofError, match="pretraining reads train images only, never val"):
         PretrainConfig.from_dict({"split": "val"})
     with pytest.raises(WoofError, match="keep the selection hold-out out"):
@@ -103,6 +103,11 @@ def test_recipe_errors_are_one_line(data_root):
         PretrainConfig.from_dict({"freeze_bn": True})
     with pytest.raises(WoofError, match="not a woof pretrain folder"):
         TrainConfig.from_dict({"init": "/nonexistent", "pretrained": "none", "head_init": "random"})
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "card.json").write_text("{not json")
+    with pytest.raises(WoofError, match="not a readable model card"):
+        TrainConfig.from_dict({"init": str(broken), "pretrained": "none", "head_init": "random"})
     with pytest.raises(WoofError, match="barlow_views must be byol or train"):
         TrainConfig.from_dict({"barlow_weight": 1.0, "barlow_views": "mild"})
     assert PretrainConfig().to_train_config().ce_weight == 0 and not PretrainConfig().to_train_config().freeze_bn

@@ -225,7 +225,10 @@ class TrainConfig:
             card = _repo_relative(self.init) / "card.json"
             if not card.is_file():
                 bad(f"init: {self.init} is not a woof pretrain folder (no card.json)")
-            started = json.loads(card.read_text()).get("recipe", {}).get("pretrained")
+            try:
+                started = json.loads(card.read_text()).get("recipe", {}).get("pretrained")
+            except (ValueError, AttributeError):
+                bad(f"init: {card} is not a readable model card (JSON)")
             # pretrained imagenet + init: the ImageNet heads (head_init imagenet, the open-set check) on the folder's
             # backbone, which only makes sense when that backbone was itself continued from ImageNet
             if self.pretrained == "imagenet" and started != "imagenet":
