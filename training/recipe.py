@@ -8,7 +8,6 @@ needs no torch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,13 +221,15 @@ class TrainConfig:
         if self.optimizer not in ("adamw", "lars"):
             bad("optimizer must be adamw or lars")
         if self.init:
-            card = _repo_relative(self.init) / "card.json"
-            if not card.is_file():
+            folder = _repo_relative(self.init)
+            if not (folder / "card.json").is_file():
                 bad(f"init: {self.init} is not a woof pretrain folder (no card.json)")
+            from woof.card import read_card
+
             try:
-                started = json.loads(card.read_text()).get("recipe", {}).get("pretrained")
-            except (ValueError, AttributeError):
-                bad(f"init: {card} is not a readable model card (JSON)")
+                started = read_card(folder).get("recipe", {}).get("pretrained")
+            except WoofError as e:
+                bad(f"init: {self.init} is not a readable model card ({e})")
             # pretrained imagenet + init: the ImageNet heads (head_init imagenet, the open-set check) on the folder's
             # backbone, which only makes sense when that backbone was itself continued from ImageNet
             if self.pretrained == "imagenet" and started != "imagenet":
